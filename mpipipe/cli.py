@@ -1,0 +1,265 @@
+"""The `mpipipe` command: train, simulate, topology.
+
+    mpiexec -n 4 mpipipe train                     train on the embedded data, 1F1B on 4 ranks
+    mpipipe simulate --schedule 1f1b --stages 4 --microbatches 8
+    mpipipe topology --pp 4 --dp 2
+
+Each rank uses one BLAS thread unless OMP_NUM_THREADS or OPENBLAS_NUM_THREADS
+says otherwise: ranks, not threads, are what share the cores here. That has to
+be decided before NumPy is imported, hence the lazy imports below.
+"""
+
+import argparse
+import json
+import os
+import sys
+import traceback
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
+
+
+def launcher_rank():
+    """This process's rank as the launcher told it, without starting MPI (None if unknown)."""
+    for name in LAUNCHER_RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors are printed by one rank, not by all of them."""
+
+    def error(self, message):
+        if launcher_rank() in (None, 0):
+            self.print_usage(sys.stderr)
+            sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def partition_arg(text):
+    if text in ("uniform", "params"):
+        return text
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use uniform, params, or block counts per stage like 3,3,2") from None
+
+
+def build_parser():
+    from .schedules import GENERATORS
+
+    parser = Parser(prog="mpipipe", description="Pipeline-parallel training on MPI that you can "
+                    "read, run, draw and measure.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    train = commands.add_parser(
+        "train", help="train a model with a pipeline schedule (run it under mpiexec)",
+        description="Train an MLP on embedded data with each MPI rank holding one pipeline stage. "
+        "Launch with e.g. `mpiexec -n 4 mpipipe train`: ranks = pp x dp.",
+        epilog="Rank layout: world rank = dp_index * pp + pp_index (see `mpipipe topology`).")
+    t = train.add_argument_group("parallelism")
+    t.add_argument("--pp", type=int, help="pipeline stages (default: all ranks / dp)")
+    t.add_argument("--dp", type=int, default=1, help="data-parallel replicas (default 1)")
+    t.add_argument("--schedule", default="1f1b", choices=sorted(GENERATORS),
+                   help="pipeline schedule (default 1f1b)")
+    t.add_argument("--microbatches", type=int, help="micro-batches per replica and step "
+                   "(default 8; 1 for naive)")
+    t.add_argument("--partition", type=partition_arg, default="uniform",
+                   help="uniform (equal layer counts), params (balanced parameter counts) "
+                   "or explicit layers per stage, e.g. 3,3,2 (default uniform)")
+    m = train.add_argument_group("model and data")
+    m.add_argument("--data", default="spiral", choices=["spiral", "teacher"],
+                   help="spiral: 3-class spirals, cross-entropy; teacher: regression on a "
+                   "random teacher network, MSE (default spiral)")
+    m.add_argument("--samples", type=int, help="data set size (default: spiral 3000, teacher 4096)")
+    m.add_argument("--input-dim", type=int, default=32, help="teacher data: input width (32)")
+    m.add_argument("--output-dim", type=int, default=8, help="teacher data: output width (8)")
+    m.add_argument("--layers", type=int, default=8, help="Linear layers (default 8)")
+    m.add_argument("--hidden", type=int, default=64, help="hidden width (default 64)")
+    m.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
+    m.add_argument("--layernorm", action="store_true", help="LayerNorm after each activation")
+    m.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    o = train.add_argument_group("optimisation")
+    o.add_argument("--global-batch", type=int, default=256, help="samples per step, all "
+                   "replicas together (default 256)")
+    o.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    o.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    o.add_argument("--lr", type=float, help="learning rate (default: adam 0.003, sgd 0.05)")
+    o.add_argument("--seed", type=int, default=0, help="seeds weights and data (default 0)")
+    r = train.add_argument_group("run")
+    r.add_argument("--wait", default="poll", choices=["poll", "block"],
+                   help="how a rank waits for a message: poll (yield, then sleep; frees the "
+                   "core) or block (MPI's Wait, which spins in MPICH) (default poll)")
+    r.add_argument("--timeout", type=float, help="fail, naming the message, if a wait "
+                   "exceeds this many seconds (default: wait forever)")
+    r.add_argument("--log-every", type=int, help="print the loss every N steps (default steps/20)")
+    r.add_argument("--check", action="store_true", help="re-run the training in one process "
+                   "and fail unless losses and weights agree (float64: rel. error < 1e-9)")
+    r.add_argument("--json", action="store_true", help="end with one line of JSON: the summary")
+    r.add_argument("--quiet", action="store_true", help="no per-step lines")
+    train.set_defaults(func=cmd_train)
+
+    sim = commands.add_parser(
+        "simulate", help="plan a schedule and draw its timeline (no MPI needed)",
+        description="Simulate one step of a schedule with given action costs: the ASCII "
+        "timeline, makespan, bubble fraction and peak stashed activations per rank.")
+    sim.add_argument("--schedule", default="1f1b", choices=sorted(GENERATORS))
+    sim.add_argument("--stages", type=positive_int, default=4, help="pipeline ranks P (default 4)")
+    sim.add_argument("--microbatches", type=positive_int, help="micro-batches m (default 8; 1 for naive)")
+    sim.add_argument("--costs", default="", help="action costs, e.g. F=1,B=1,W=1 (the defaults); "
+                     "the fused backward BW costs B+W unless BW= is given; comm= adds a "
+                     "latency to every message")
+    sim.add_argument("--width", type=positive_int, default=80, help="terminal columns (80)")
+    sim.add_argument("--actions", action="store_true", help="also print every rank's action list")
+    sim.add_argument("--json", action="store_true", help="print one JSON object instead")
+    sim.set_defaults(func=cmd_simulate)
+
+    top = commands.add_parser("topology", help="print the rank grid of a pp x dp run",
+                              description="Print which world rank holds which stage of which "
+                              "replica, and the communicators Comm.Split builds.")
+    top.add_argument("--pp", type=positive_int, default=4)
+    top.add_argument("--dp", type=positive_int, default=2)
+    top.set_defaults(func=cmd_topology)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def cmd_simulate(args):
+    from .errors import ConfigError, ScheduleError
+    from .schedules import BUBBLE_FORMULAS, plan
+    from .simulate import Costs, simulate
+    from .timeline import render
+
+    try:
+        costs = Costs.parse(args.costs)
+        m = args.microbatches or (1 if args.schedule == "naive" else 8)
+        schedule = plan(args.schedule, args.stages, m)
+    except (ConfigError, ScheduleError, ValueError) as error:
+        print(f"mpipipe simulate: error: {error}", file=sys.stderr)
+        return 2
+    timeline = simulate(schedule, costs)
+    formula = BUBBLE_FORMULAS.get(args.schedule)
+    summary = {"schedule": args.schedule, "stages": args.stages, "microbatches": m,
+               "costs": {"F": costs.F, "B": costs.B, "W": costs.W, "BW": costs.of("BW"),
+                         "comm": costs.comm},
+               "makespan": timeline.makespan, "bubble_fraction": timeline.bubble_fraction,
+               "bubble_fraction_formula": formula(args.stages, m) if formula else None,
+               "peak_stash": timeline.peak_stash}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.schedule}: {args.stages} stages, {m} micro-batches, costs F={costs.F:g} "
+          f"B={costs.B:g} W={costs.W:g} (BW={costs.of('BW'):g}), comm={costs.comm:g}")
+    print(render(timeline.events, args.stages, timeline.makespan, width=args.width))
+    print(f"makespan         {timeline.makespan:g}")
+    line = f"bubble fraction  {timeline.bubble_fraction:.4f}"
+    if formula:
+        line += f"   (textbook, equal stages, no comm: {formula(args.stages, m):.4f})"
+    print(line)
+    print(f"peak stash       {' '.join(map(str, timeline.peak_stash))} micro-batches "
+          f"(rank 0..{args.stages - 1})")
+    if args.actions:
+        print(schedule)
+    return 0
+
+
+def cmd_topology(args):
+    from .topology import grid
+
+    print(grid(args.pp, args.dp))
+    return 0
+
+
+def cmd_train(args):
+    from mpi4py import MPI
+
+    from .config import TrainConfig
+    from .errors import ConfigError, ScheduleError
+    from .train import run_training
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    config = TrainConfig(
+        pp=args.pp, dp=args.dp, schedule=args.schedule, microbatches=args.microbatches,
+        global_batch=args.global_batch, steps=args.steps, layers=args.layers, hidden=args.hidden,
+        activation=args.activation, layernorm=args.layernorm, dtype=args.dtype, seed=args.seed,
+        lr=args.lr, optimizer=args.optimizer, data=args.data, samples=args.samples,
+        input_dim=args.input_dim, output_dim=args.output_dim, partition=args.partition,
+        wait=args.wait, timeout=args.timeout, log_every=args.log_every)
+    log = None if args.quiet else (lambda line: print(line, flush=True))
+    try:
+        check_launcher(comm.Get_size())
+        run = run_training(config, comm, log=log, check=args.check)
+    except (ConfigError, ScheduleError) as error:
+        if rank == 0:
+            print(f"mpipipe train: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except Exception:
+        text = "".join(f"[rank {rank}] {line}\n" for line in traceback.format_exc().splitlines())
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        comm.Abort(1)
+    if rank == 0:
+        print_summary(run.result)
+        if args.json:
+            summary = {k: v for k, v in run.result.items() if k != "timeline"}
+            print(json.dumps(summary), flush=True)
+    return 0 if run.result.get("check", {}).get("passed", True) else 1
+
+
+def check_launcher(world_size):
+    """Catch N separate one-rank jobs started by a launcher from another MPI library."""
+    from .errors import ConfigError
+
+    for name in LAUNCHER_SIZE_VARIABLES:
+        told = os.environ.get(name, "")
+        if told.isdigit() and int(told) != world_size:
+            raise ConfigError(
+                f"the launcher started {told} processes ({name}) but MPI sees {world_size}: "
+                f"mpiexec and mpi4py come from different MPI libraries. Use the mpiexec of "
+                f"the MPI that mpi4py loads (python -m mpi4py --mpi-lib-version tells which)")
+
+
+def print_summary(result):
+    lines = ["", "summary",
+             f"  schedule      {result['schedule']}  (pp={result['pp']}, dp={result['dp']}, "
+             f"{result['microbatches']} micro-batches of {result['microbatch_size']})",
+             f"  step time     {result['step_time_s'] * 1e3:.2f} ms (median over steps 2..)",
+             f"  bubble        {result['bubble_fraction']:.3f} measured, "
+             f"{result['bubble_fraction_planned']:.3f} planned (equal stages, no comm)",
+             f"  comm wait     " + " ".join(f"{w * 1e3:.2f}" for w in result["comm_wait_s"])
+             + " ms per step (rank 0..)",
+             f"  peak stash    " + " ".join(map(str, result["peak_stash"]))
+             + " micro-batches, " + " ".join(f"{b / 1024:.0f}" for b in result["peak_stash_bytes"])
+             + " KiB (rank 0..)",
+             f"  final loss    {result['final_loss']:.6f}"]
+    if "accuracy" in result:
+        lines.append(f"  accuracy      {result['accuracy']:.3f} on the whole data set")
+    if "check" in result:
+        check = result["check"]
+        verdict = "passed" if check["passed"] else "FAILED"
+        lines.append(f"  check         {verdict}: losses rel. error {check['loss_rel_err']:.2e}, "
+                     f"weights {check['weight_rel_err']:.2e} (tolerance {check['tolerance']:g}) "
+                     f"against the single-process run")
+    lines += ["", "timeline of the last step (measured, pipeline of replica 0):", result["timeline"]]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

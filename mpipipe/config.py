@@ -1,0 +1,131 @@
+"""A training run's settings, and every check that can be made before any MPI call.
+
+`prepare()` is a pure function of the settings and the world size. Every rank
+runs it on the same command line, so a run that cannot work fails on every
+rank with the same ConfigError before a single message is sent: rank 0 prints
+it once, nothing waits for a peer that has given up.
+"""
+
+from dataclasses import asdict, dataclass, field, replace
+
+from . import data as datasets
+from .errors import ConfigError
+from .model import ModelSpec, block_param_counts
+from .partition import block_ranges, make_partition
+from .schedules import GENERATORS, make_schedule, validate
+
+DEFAULT_LR = {"adam": 0.003, "sgd": 0.05}
+
+
+@dataclass
+class TrainConfig:
+    pp: int | None = None           # default: all ranks / dp
+    dp: int = 1
+    schedule: str = "1f1b"
+    microbatches: int | None = None  # default: 1 for naive, else 8
+    global_batch: int = 256
+    steps: int = 100
+    layers: int = 8
+    hidden: int = 64
+    activation: str = "gelu"
+    layernorm: bool = False
+    dtype: str = "float64"
+    seed: int = 0
+    lr: float | None = None         # default: DEFAULT_LR[optimizer]
+    optimizer: str = "adam"
+    data: str = "spiral"
+    samples: int | None = None      # data set size; default: the data set's own
+    input_dim: int = 32             # teacher data only
+    output_dim: int = 8             # teacher data only
+    last_activation: bool = False
+    partition: object = "uniform"   # 'uniform', 'params' or a list of block counts
+    wait: str = "poll"
+    timeout: float | None = None
+    log_every: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """Everything a rank needs, resolved and checked."""
+
+    config: TrainConfig
+    spec: ModelSpec
+    dataset: object
+    partition: list        # blocks per stage
+    blocks: list           # range of block indices per stage
+    schedule: object       # lowered, validated
+    microbatch_size: int
+    widths: list           # widths[s]: activation width entering stage s; [-1]: output
+
+
+def prepare(config, world_size):
+    """Fill in defaults and check everything; raise ConfigError if the run cannot work."""
+    c = replace(config)
+    _check_choice("schedule", c.schedule, GENERATORS)
+    _check_choice("optimizer", c.optimizer, DEFAULT_LR)
+    _check_choice("data", c.data, datasets.DATASETS)
+    _check_choice("dtype", c.dtype, ("float64", "float32"))
+    _check_choice("wait", c.wait, ("poll", "block"))
+    if c.dp < 1:
+        raise ConfigError(f"--dp must be at least 1, got {c.dp}")
+    if c.pp is None:
+        if world_size % c.dp:
+            raise ConfigError(f"{world_size} ranks cannot be split into dp={c.dp} replicas")
+        c.pp = world_size // c.dp
+    if c.pp < 1:
+        raise ConfigError(f"--pp must be at least 1, got {c.pp}")
+    if c.pp * c.dp != world_size:
+        raise ConfigError(
+            f"{world_size} MPI rank(s) cannot form a pp={c.pp} x dp={c.dp} grid, which needs "
+            f"{c.pp * c.dp}: launch with mpiexec -n {c.pp * c.dp}, or change --pp/--dp")
+    if c.microbatches is None:
+        c.microbatches = 1 if c.schedule == "naive" else 8
+    for name in ("microbatches", "global_batch", "steps", "layers", "hidden", "input_dim",
+                 "output_dim"):
+        if getattr(c, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
+    if c.global_batch % (c.microbatches * c.dp):
+        raise ConfigError(
+            f"global batch {c.global_batch} does not split into {c.dp} replica(s) x "
+            f"{c.microbatches} micro-batches: make it a multiple of {c.microbatches * c.dp}")
+    if c.lr is None:
+        c.lr = DEFAULT_LR[c.optimizer]
+    if not c.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {c.lr}")
+    if c.timeout is not None and not c.timeout > 0:
+        raise ConfigError(f"--timeout must be positive, got {c.timeout}")
+    if c.log_every is None:
+        c.log_every = max(1, c.steps // 20)
+    dataset = _make_dataset(c)
+    if c.global_batch > len(dataset):
+        raise ConfigError(f"global batch {c.global_batch} is larger than the data set ({len(dataset)})")
+    spec = ModelSpec(input_dim=dataset.input_dim, output_dim=dataset.output_dim, hidden=c.hidden,
+                     layers=c.layers, activation=c.activation, layernorm=c.layernorm,
+                     last_activation=c.last_activation, seed=c.seed, dtype=c.dtype)
+    partition = make_partition(c.partition, block_param_counts(spec), c.pp)
+    schedule = validate(make_schedule(c.schedule, c.pp, c.microbatches))
+    blocks = block_ranges(partition)
+    widths = [spec.input_dim if r.start == 0 else spec.hidden for r in blocks] + [spec.output_dim]
+    return Plan(c, spec, dataset, partition, blocks, schedule,
+                c.global_batch // (c.microbatches * c.dp), widths)
+
+
+def _make_dataset(c):
+    kwargs = {"seed": c.seed, "dtype": c.dtype}
+    if c.samples is not None:
+        kwargs["samples"] = c.samples
+    if c.data == "teacher":
+        kwargs.update(input_dim=c.input_dim, output_dim=c.output_dim)
+    try:
+        return datasets.DATASETS[c.data](**kwargs)
+    except ValueError as error:
+        raise ConfigError(f"cannot make the {c.data} data set: {error}") from None
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}: choose from {', '.join(choices)}")

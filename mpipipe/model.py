@@ -1,0 +1,99 @@
+"""A model is an ordered list of blocks; a stage is a contiguous run of them.
+
+`ModelSpec` is the small, schedule-independent description a run (and later a
+checkpoint) is built from. Block i always gets its weights from the random
+stream (seed, i), so any partition into stages starts from the same weights as
+the single-process model: that is what makes the pipeline comparable with it.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .layers import GELU, LayerNorm, Linear, ReLU, Sequential
+
+ACTIVATIONS = {"gelu": GELU, "relu": ReLU}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An MLP: `layers` blocks of Linear + activation (+ LayerNorm), the last one plain Linear."""
+
+    input_dim: int
+    output_dim: int
+    hidden: int = 64
+    layers: int = 8
+    activation: str = "gelu"
+    layernorm: bool = False
+    last_activation: bool = False
+    seed: int = 0
+    dtype: str = "float64"
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def build_block(spec, index):
+    """Block `index` of the model described by `spec`, with its own seeded weights."""
+    rng = np.random.default_rng([spec.seed, index])
+    n_in = spec.input_dim if index == 0 else spec.hidden
+    last = index == spec.layers - 1
+    n_out = spec.output_dim if last else spec.hidden
+    layers = [Linear(n_in, n_out, rng, dtype=np.dtype(spec.dtype))]
+    if not last or spec.last_activation:
+        layers.append(ACTIVATIONS[spec.activation]())
+        if spec.layernorm:
+            layers.append(LayerNorm(n_out, dtype=np.dtype(spec.dtype)))
+    return Sequential(layers)
+
+
+def block_param_counts(spec):
+    """Number of parameters in each block, without building any weights."""
+    counts = []
+    for i in range(spec.layers):
+        n_in = spec.input_dim if i == 0 else spec.hidden
+        n_out = spec.output_dim if i == spec.layers - 1 else spec.hidden
+        extra = 2 * n_out if spec.layernorm and (i < spec.layers - 1 or spec.last_activation) else 0
+        counts.append(n_in * n_out + n_out + extra)
+    return counts
+
+
+class Stage(Sequential):
+    """The blocks of one pipeline stage, with all parameters in one flat buffer.
+
+    Each layer's parameter and gradient arrays become views into `flat_params`
+    and `flat_grads`, so the data-parallel all-reduce is one call on
+    `flat_grads` and the optimizer updates `flat_params` in one go.
+    """
+
+    def __init__(self, blocks, xp=np):
+        super().__init__(blocks)
+        leaves = list(_leaf_layers(self))
+        dtype = next((p.dtype for layer in leaves for p in layer.params.values()), np.float64)
+        size = sum(p.size for layer in leaves for p in layer.params.values())
+        self.flat_params = xp.zeros(size, dtype=dtype)
+        self.flat_grads = xp.zeros(size, dtype=dtype)
+        offset = 0
+        for layer in leaves:
+            for name, value in layer.params.items():
+                view = slice(offset, offset + value.size)
+                self.flat_params[view] = xp.asarray(value.ravel())
+                layer.params[name] = self.flat_params[view].reshape(value.shape)
+                layer.grads[name] = self.flat_grads[view].reshape(value.shape)
+                offset += value.size
+
+    def zero_grads(self):
+        self.flat_grads[...] = 0
+
+
+def _leaf_layers(layer):
+    if isinstance(layer, Sequential):
+        for child in layer.layers:
+            yield from _leaf_layers(child)
+    else:
+        yield layer
+
+
+def build_stage(spec, block_indices, xp=np):
+    """The stage holding blocks `block_indices` (a range) of the model."""
+    return Stage([build_block(spec, i) for i in block_indices], xp=xp)

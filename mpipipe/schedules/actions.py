@@ -1,0 +1,119 @@
+"""The vocabulary of schedules: actions, and a schedule as per-rank lists of them.
+
+A schedule is plain data. The generators (gpipe.py, one_f_one_b.py, ...) write
+the compute actions each rank performs, in order; `lower()` adds the messages;
+`validate()` proves the lists can run; the simulator, the MPI engine and the
+drawings all read the very same lists.
+
+Compute actions (printed as kind + micro-batch, e.g. F3, BW3):
+    F   forward of one micro-batch through the rank's stage
+    BW  full backward: input gradient and weight gradient together (GPipe, 1F1B)
+    B   input gradient only: the part the previous stage is waiting for
+    W   weight gradient only: needed by the optimizer, so it can wait
+Message actions, added by lower() (printed e.g. SEND_F3->r2, RECV_B3<-r2):
+    SEND_F / RECV_F   an activation going forward to the next stage
+    SEND_B / RECV_B   a gradient going backward to the previous stage
+
+Stages and ranks. A schedule has `num_ranks` ranks, each holding `chunks`
+model chunks (virtual stages), so num_ranks * chunks stages in all. The
+default placement puts stage `chunk * num_ranks + rank` on (rank, chunk),
+the looping placement of Megatron-LM's interleaved schedule; with one chunk
+per rank, stage s simply lives on rank s. A generator may pass its own
+`stage_map` (rank -> list of stage numbers, one per chunk).
+"""
+
+from dataclasses import dataclass, field
+
+F, BW, B, W = "F", "BW", "B", "W"
+SEND_F, RECV_F, SEND_B, RECV_B = "SEND_F", "RECV_F", "SEND_B", "RECV_B"
+COMPUTE = (F, BW, B, W)
+BACKWARD_INPUT = (BW, B)   # actions that produce the gradient the previous stage needs
+STASH_RELEASE = (BW, W)    # actions after which a micro-batch's activations can go
+MESSAGES = (SEND_F, RECV_F, SEND_B, RECV_B)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    microbatch: int
+    chunk: int = 0
+    peer: int | None = None
+
+    @property
+    def is_compute(self):
+        return self.kind in COMPUTE
+
+    def __str__(self):
+        text = f"{self.kind}{self.microbatch}"
+        if self.chunk:
+            text += f":{self.chunk}"
+        if self.kind in (SEND_F, SEND_B):
+            text += f"->r{self.peer}"
+        elif self.kind in (RECV_F, RECV_B):
+            text += f"<-r{self.peer}"
+        return text
+
+    __repr__ = __str__
+
+
+@dataclass
+class Schedule:
+    name: str
+    num_ranks: int
+    num_microbatches: int
+    programs: list            # programs[rank] = [Action, ...] in execution order
+    chunks: int = 1
+    stage_map: list = None    # stage_map[rank][chunk] = stage number
+    lowered: bool = False
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.stage_map is None:
+            self.stage_map = [[c * self.num_ranks + r for c in range(self.chunks)]
+                              for r in range(self.num_ranks)]
+        self._where = {}
+        for rank, stages in enumerate(self.stage_map):
+            for chunk, stage in enumerate(stages):
+                self._where[stage] = (rank, chunk)
+
+    @property
+    def num_stages(self):
+        return self.num_ranks * self.chunks
+
+    def stage(self, rank, chunk):
+        return self.stage_map[rank][chunk]
+
+    def place(self, stage):
+        """(rank, chunk) holding `stage`."""
+        return self._where[stage]
+
+    def __str__(self):
+        lines = [f"{self.name}: {self.num_ranks} ranks x {self.chunks} chunk(s), "
+                 f"{self.num_microbatches} micro-batches"]
+        for rank, program in enumerate(self.programs):
+            lines.append(f"  rank {rank}: " + " ".join(map(str, program)))
+        return "\n".join(lines)
+
+
+def message_key(schedule, rank, action):
+    """What identifies a message, the same on both ends: (src, dst, direction, mb, dst stage).
+
+    Every message of a step has its own key, so a receive can only ever match
+    the one send it is meant for, whatever the order they are posted in.
+    """
+    stage = schedule.stage(rank, action.chunk)
+    if action.kind == SEND_F:
+        return (rank, action.peer, "F", action.microbatch, stage + 1)
+    if action.kind == RECV_F:
+        return (action.peer, rank, "F", action.microbatch, stage)
+    if action.kind == SEND_B:
+        return (rank, action.peer, "B", action.microbatch, stage - 1)
+    if action.kind == RECV_B:
+        return (action.peer, rank, "B", action.microbatch, stage)
+    raise ValueError(f"{action} is not a message")
+
+
+def message_tag(schedule, rank, action):
+    """The MPI tag of a message: unique per (direction, micro-batch, receiving stage)."""
+    _, _, direction, microbatch, stage = message_key(schedule, rank, action)
+    return (microbatch * schedule.num_stages + stage) * 2 + (direction == "B")

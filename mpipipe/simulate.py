@@ -1,0 +1,191 @@
+"""Run a lowered schedule on a model of the machine instead of on MPI.
+
+Each rank walks its own action list in order. A compute action takes its
+cost; a send is non-blocking and makes its message available at once; a
+receive waits until its message has been sent, plus `comm` (the latency).
+This is exactly how the MPI engine behaves (Isend, then blocking Recv), so
+the walk also *proves* a schedule runs: if every rank reaches the end of its
+list, no rank waits forever. validate() uses the same walk with unit costs.
+
+Ranks that block on a receive are parked and woken by the matching send, so a
+walk is linear in the number of actions (P=64, m=1024 is ~0.5 M actions).
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .errors import ScheduleError
+from .schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, RECV_B, RECV_F, SEND_B,
+                                SEND_F, STASH_RELEASE, W, message_key)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Time of each compute action; BW (fused backward) defaults to B + W."""
+
+    F: float = 1.0
+    B: float = 1.0
+    W: float = 1.0
+    BW: float | None = None
+    comm: float = 0.0
+
+    def of(self, kind):
+        if kind == BW:
+            return self.B + self.W if self.BW is None else self.BW
+        return {F: self.F, B: self.B, W: self.W}[kind]
+
+    @classmethod
+    def parse(cls, text):
+        """'F=1,B=2' -> Costs(F=1, B=2). Keys: F, B, W, BW, comm."""
+        values = {}
+        for item in filter(None, (part.strip() for part in (text or "").split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in ("F", "B", "W", "BW", "comm"):
+                raise ValueError(f"bad cost {item!r}: expected KEY=NUMBER with KEY in F, B, W, BW, comm")
+            try:
+                values[key.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"bad cost {item!r}: {value!r} is not a number") from None
+            if values[key.strip()] < 0:
+                raise ValueError(f"bad cost {item!r}: costs cannot be negative")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One action on one rank, from start to end (a receive: the time spent waiting)."""
+
+    rank: int
+    action: object
+    start: float
+    end: float
+
+
+@dataclass
+class Timeline:
+    num_ranks: int
+    events: list
+    makespan: float
+    busy: list                  # compute time per rank
+    peak_stash: list            # most micro-batches whose activations a rank holds at once
+    info: dict = field(default_factory=dict)
+
+    @property
+    def bubble_fraction(self):
+        """Share of rank-time not spent computing: 1 - sum(busy) / (P * makespan)."""
+        if self.makespan <= 0:
+            return 0.0
+        return 1.0 - sum(self.busy) / (self.num_ranks * self.makespan)
+
+
+def walk(schedule, costs=Costs()):
+    """Simulate a lowered schedule; raise ScheduleError naming the rank if it cannot finish."""
+    P = schedule.num_ranks
+    programs = schedule.programs
+    position, clock, busy = [0] * P, [0.0] * P, [0.0] * P
+    events = []
+    in_flight = {}     # message key -> time it was sent
+    blocked_on = {}    # message key -> rank waiting for it
+    done = set()       # (what, microbatch, stage) finished, for checks within a rank
+    runnable = deque(range(P))
+    while runnable:
+        rank = runnable.popleft()
+        program = programs[rank]
+        while position[rank] < len(program):
+            action = program[position[rank]]
+            kind = action.kind
+            if kind in (RECV_F, RECV_B):
+                key = message_key(schedule, rank, action)
+                if key not in in_flight:
+                    blocked_on[key] = rank
+                    break
+                start = clock[rank]
+                clock[rank] = max(start, in_flight.pop(key) + costs.comm)
+                events.append(Event(rank, action, start, clock[rank]))
+            elif kind in (SEND_F, SEND_B):
+                key = message_key(schedule, rank, action)
+                if key in in_flight:
+                    raise ScheduleError(f"rank {rank} sends {action} twice in one step")
+                in_flight[key] = clock[rank]
+                events.append(Event(rank, action, clock[rank], clock[rank]))
+                if key in blocked_on:
+                    runnable.append(blocked_on.pop(key))
+            elif kind in COMPUTE:
+                _check_inputs_ready(schedule, rank, action, done)
+                start = clock[rank]
+                clock[rank] += costs.of(kind)
+                busy[rank] += clock[rank] - start
+                events.append(Event(rank, action, start, clock[rank]))
+            else:
+                raise ScheduleError(f"rank {rank}: unknown action {action!r}")
+            position[rank] += 1
+    if blocked_on:
+        raise ScheduleError(_deadlock_message(schedule, position, blocked_on, in_flight))
+    if in_flight:
+        (src, dst, direction, mb, stage) = next(iter(in_flight))
+        raise ScheduleError(f"rank {src} sends {direction}{mb} (for stage {stage}) to rank {dst}, "
+                            f"which never receives it")
+    return Timeline(P, events, max(clock, default=0.0), busy, peak_stash(schedule))
+
+
+def simulate(schedule, costs=Costs()):
+    """The planned timeline of one step of a (lowered, valid) schedule."""
+    from .schedules.lower import lower
+
+    return walk(lower(schedule), costs)
+
+
+def peak_stash(schedule):
+    """Per rank, the most micro-batches held between their F and their BW (or W)."""
+    peaks = []
+    for program in schedule.programs:
+        held = peak = 0
+        for action in program:
+            if action.kind == F:
+                held += 1
+                peak = max(peak, held)
+            elif action.kind in STASH_RELEASE:
+                held -= 1
+        peaks.append(peak)
+    return peaks
+
+
+def _check_inputs_ready(schedule, rank, action, done):
+    """Within one rank: an action may only use what this rank has already produced."""
+    stage = schedule.stage(rank, action.chunk)
+    mb, last = action.microbatch, schedule.num_stages - 1
+    needs = []
+    if action.kind == F and stage > 0 and schedule.place(stage - 1)[0] == rank:
+        needs.append(("F", mb, stage - 1))
+    if action.kind in BACKWARD_INPUT:
+        needs.append(("F", mb, stage))
+        if stage < last and schedule.place(stage + 1)[0] == rank:
+            needs.append(("B", mb, stage + 1))
+    if action.kind == W:
+        needs.append(("B", mb, stage))
+    for need in needs:
+        if need not in done:
+            what, need_mb, need_stage = need
+            raise ScheduleError(
+                f"rank {rank} runs {action} (stage {stage}) before {what}{need_mb} of stage "
+                f"{need_stage}, which it needs and which this same rank only runs later")
+    done.add(("F" if action.kind == F else "B" if action.kind in BACKWARD_INPUT else "W",
+              mb, stage))
+
+
+def _deadlock_message(schedule, position, blocked_on, in_flight):
+    lines = ["the schedule deadlocks:"]
+    for key, rank in sorted(blocked_on.items(), key=lambda item: item[1]):
+        src, _, direction, mb, stage = key
+        action = schedule.programs[rank][position[rank]]
+        lines.append(f"  rank {rank} would wait forever at action #{position[rank]} {action}: "
+                     f"rank {src} never sends {direction}{mb} for stage {stage}"
+                     + _where_is(schedule, src, position))
+    return "\n".join(lines)
+
+
+def _where_is(schedule, rank, position):
+    program = schedule.programs[rank]
+    if position[rank] >= len(program):
+        return f" (rank {rank} has finished its list)"
+    return f" (rank {rank} is itself stuck at #{position[rank]} {program[position[rank]]})"

@@ -1,0 +1,79 @@
+"""Draw a timeline in the terminal: one row per rank, time running to the right.
+
+The planned timeline (from the simulator) and the measured one (from the
+engine's per-action timestamps) are both lists of events (rank, action,
+start, end), so they are drawn by the same code and look the same:
+
+    rank 0 |F0F1F2F3............BW0 F4BW1 F5BW2 ...
+    rank 1 |..F0F1F2........BW0 F3BW1 F4BW2 F5 ...
+
+Each compute action is a box as wide as it lasts, labelled with its kind and
+micro-batch where the label fits; '.' is time the rank spends not computing
+(waiting for a peer: the bubble). A long timeline is cut into panels of at
+most `width` columns rather than squeezed until the labels vanish.
+"""
+
+import math
+
+from .schedules.actions import COMPUTE
+
+IDLE = "."
+MAX_PANELS = 3
+LABEL_COLUMNS = 3   # columns the shortest action should get, so "F12" fits
+
+
+def render(events, num_ranks, makespan=None, width=80, title=None, unit="time units"):
+    """The ASCII picture of `events`, in panels at most `width` columns wide."""
+    compute = [e for e in events if e.action.kind in COMPUTE]
+    if makespan is None:
+        makespan = max((e.end for e in compute), default=0.0)
+    prefix = len(f"rank {num_ranks - 1} |")
+    columns = max(10, width - prefix)
+    scale = _choose_scale(compute, makespan, columns)
+    total = max(1, int(math.ceil(makespan * scale)))
+    rows = [_draw_row([e for e in compute if e.rank == r], scale, total) for r in range(num_ranks)]
+    lines = [title] if title else []
+    for panel_start in range(0, total, columns):
+        panel_end = min(total, panel_start + columns)
+        if total > columns:
+            lines.append(f"{'':>{prefix}}t = {panel_start / scale:.4g} .. {panel_end / scale:.4g} {unit}")
+        for rank, row in enumerate(rows):
+            text = "".join(row[panel_start:panel_end]).rstrip(" ")
+            lines.append(f"rank {rank:>{prefix - 7}} |{text}")
+    if makespan > 0:
+        lines.append(f"{'':>{prefix}}one column = {1 / scale:.3g} {unit}; "
+                     f"'{IDLE}' = not computing")
+    return "\n".join(lines)
+
+
+def _choose_scale(compute, makespan, columns):
+    """Columns per time unit: one panel if every box gets 2 columns, else more panels."""
+    if makespan <= 0:
+        return 1.0
+    shortest = min((e.end - e.start for e in compute if e.end > e.start), default=makespan)
+    scale = columns / makespan
+    if shortest * scale < 2:
+        scale = max(scale, min(LABEL_COLUMNS / shortest, MAX_PANELS * columns / makespan))
+    if scale >= 1 and all(float(e.start).is_integer() and float(e.end).is_integer()
+                          for e in compute):
+        scale = math.floor(scale)  # whole time units: every box of a kind equally wide
+    return scale
+
+
+def _draw_row(events, scale, total):
+    row = [IDLE] * total
+    for event in sorted(events, key=lambda e: e.start):
+        first = min(total - 1, int(round(event.start * scale)))
+        last = min(total, int(round(event.end * scale)))
+        while first < last and row[first] != IDLE:
+            first += 1  # an earlier box already took this column
+        if last <= first:
+            if event.end > event.start and first < total and row[first] == IDLE:
+                last = first + 1  # too short to see: give it one column
+            else:
+                continue
+        label = str(event.action)
+        if len(label) > last - first:
+            label = event.action.kind[: last - first]
+        row[first:last] = list(label.ljust(last - first))
+    return row

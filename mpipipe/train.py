@@ -1,0 +1,164 @@
+"""`mpipipe train`: build this rank's stage, run the steps, gather what was measured.
+
+Every rank calls run_training() with the same settings. It returns the same
+result dict on every rank (losses, median step time, measured bubble, peak
+stash, ...), gathered once at the end so that measuring never disturbs the
+steps being measured.
+"""
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import topology as topo
+from .config import prepare
+from .data import batch_indices
+from .engine import Engine
+from .losses import LOSSES
+from .model import build_stage
+from .optim import make_optimizer
+from .p2p import quiet_barrier, wait
+from .reference import relative_error, train_sequential
+from .simulate import Costs, Event, simulate
+from .timeline import render
+
+
+@dataclass
+class Run:
+    result: dict        # the same on every rank
+    plan: object
+    topology: object
+    stage: object       # this rank's Stage (weights after training)
+    weights: list = None  # on rank 0 only: each replica's whole flat parameter vector
+
+
+def check_tolerance(dtype):
+    """How close --check wants the pipeline to the single-process run."""
+    return 1e-9 if dtype == "float64" else 1e-4
+
+
+def run_training(config, comm=None, log=None, check=False):
+    """Train with `config` on `comm` (default: COMM_WORLD). `log(line)` is called on rank 0."""
+    if comm is None:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    plan = prepare(config, comm.Get_size())
+    c = plan.config
+    grid = topo.build(comm, c.pp, c.dp)
+    stage = build_stage(plan.spec, plan.blocks[grid.pp_index])
+    optimizer = make_optimizer(c.optimizer, stage.flat_params, c.lr)
+    engine = Engine(plan.schedule, grid, [stage], [optimizer], LOSSES[plan.dataset.loss](),
+                    plan.widths, plan.microbatch_size, np.dtype(c.dtype), np, c.wait, c.timeout)
+    say = log if (log and comm.Get_rank() == 0) else (lambda line: None)
+    say(_banner(plan))
+    losses, step_times, busy, ends, waits = [], [], [], [], []
+    for step in range(c.steps):
+        inputs, targets = _microbatches(plan, grid, step)
+        start = time.perf_counter()
+        local_loss = engine.run_step(inputs, targets, c.global_batch)
+        loss = _sum_over_world(comm, float(local_loss), c)
+        step_times.append(time.perf_counter() - start)
+        losses.append(loss)
+        compute = [e for e in engine.events if e.action.is_compute]
+        busy.append(sum(e.end - e.start for e in compute))
+        ends.append(max((e.end for e in compute), default=0.0))
+        waits.append(engine.wait_time)
+        if (step + 1) % c.log_every == 0 or step in (0, c.steps - 1):
+            say(f"step {step + 1:>5}/{c.steps}  loss {loss:.6f}  "
+                f"({step_times[-1] * 1e3:.2f} ms)")
+    mine = {"pp_index": grid.pp_index, "dp_index": grid.dp_index, "busy": busy, "ends": ends,
+            "waits": waits, "events": [(e.action, e.start, e.end) for e in engine.events],
+            "peak_stash": engine.peak_held, "peak_stash_bytes": engine.peak_bytes,
+            "params": stage.flat_params.copy()}
+    quiet_barrier(comm, c.wait, c.timeout)
+    gathered = comm.gather(mine, root=0)
+    result = weights = None
+    if comm.Get_rank() == 0:
+        weights = [np.concatenate([g["params"] for g in sorted(gathered, key=lambda g: g["pp_index"])
+                                   if g["dp_index"] == d]) for d in range(c.dp)]
+        result = _summarise(plan, gathered, losses, step_times, weights, check)
+    quiet_barrier(comm, c.wait, c.timeout)   # rank 0 may take a while (--check)
+    result = comm.bcast(result, root=0)
+    return Run(result, plan, grid, stage, weights)
+
+
+def _microbatches(plan, grid, step):
+    """This replica's share of the global batch of `step`, cut into micro-batches."""
+    c, data = plan.config, plan.dataset
+    rows = batch_indices(step, c.global_batch, len(data), c.seed)
+    share = c.global_batch // c.dp
+    mine = rows[grid.dp_index * share:(grid.dp_index + 1) * share]
+    size = plan.microbatch_size
+    cuts = [mine[i * size:(i + 1) * size] for i in range(c.microbatches)]
+    inputs = [data.inputs[r] for r in cuts] if grid.is_first_stage else None
+    targets = [data.targets[r] for r in cuts] if grid.is_last_stage else None
+    return inputs, targets
+
+
+def _sum_over_world(comm, value, c):
+    """Add up the last stages' losses (the other ranks add 0): the global-batch mean."""
+    from mpi4py import MPI
+
+    buffer = np.array([value])
+    wait(comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), c.wait, c.timeout, "the loss all-reduce")
+    return float(buffer[0])
+
+
+def _summarise(plan, gathered, losses, step_times, weights, check):
+    c = plan.config
+    measured = slice(1, None) if c.steps > 1 else slice(None)   # step 1 warms caches up
+    bubbles = []
+    for step in range(c.steps):
+        makespan = max(g["ends"][step] for g in gathered)
+        total_busy = sum(g["busy"][step] for g in gathered)
+        bubbles.append(1.0 - total_busy / (len(gathered) * makespan) if makespan > 0 else 0.0)
+    replica0 = sorted((g for g in gathered if g["dp_index"] == 0), key=lambda g: g["pp_index"])
+    events = [Event(g["pp_index"], a, 1e3 * s, 1e3 * e)
+              for g in replica0 for a, s, e in g["events"]]
+    planned = simulate(plan.schedule, Costs(F=1, B=1, W=1))
+    result = {
+        "schedule": c.schedule, "pp": c.pp, "dp": c.dp, "microbatches": c.microbatches,
+        "microbatch_size": plan.microbatch_size, "global_batch": c.global_batch,
+        "steps": c.steps, "dtype": c.dtype, "partition": plan.partition,
+        "losses": losses, "final_loss": losses[-1],
+        "step_time_s": statistics.median(step_times[measured]),
+        "step_times_s": step_times,
+        "bubble_fraction": statistics.median(bubbles[measured]),
+        "bubble_fraction_planned": planned.bubble_fraction,
+        "comm_wait_s": [statistics.median(g["waits"][measured]) for g in replica0],
+        "peak_stash": [g["peak_stash"] for g in replica0],
+        "peak_stash_bytes": [g["peak_stash_bytes"] for g in replica0],
+        "timeline": render(events, c.pp, unit="ms"),
+    }
+    if plan.dataset.loss == "cross-entropy":
+        result["accuracy"] = _accuracy(plan, weights[0])
+    if check:
+        ref_losses, ref_weights = train_sequential(plan)
+        tolerance = check_tolerance(c.dtype)
+        result["check"] = {
+            "loss_rel_err": relative_error(losses, ref_losses),
+            "weight_rel_err": max(relative_error(w, ref_weights) for w in weights),
+            "tolerance": tolerance,
+        }
+        result["check"]["passed"] = (result["check"]["loss_rel_err"] < tolerance
+                                     and result["check"]["weight_rel_err"] < tolerance)
+    return result
+
+
+def _accuracy(plan, weights):
+    """Share of the whole data set the trained model classifies right."""
+    model = build_stage(plan.spec, range(plan.spec.layers))
+    model.flat_params[...] = weights
+    logits, _ = model.forward(plan.dataset.inputs)
+    return float((logits.argmax(axis=1) == plan.dataset.targets).mean())
+
+
+def _banner(plan):
+    c = plan.config
+    return (f"mpipipe train: {c.schedule}, pp={c.pp} x dp={c.dp}, {c.microbatches} micro-batch(es) "
+            f"of {plan.microbatch_size} (global batch {c.global_batch}), {c.layers} layers of "
+            f"width {c.hidden} split {plan.partition}, {c.data} data, {c.dtype}, "
+            f"{c.optimizer} lr={c.lr:g}")

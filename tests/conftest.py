@@ -1,0 +1,29 @@
+"""Shared test setup.
+
+Under `--with-mpi` (pytest-mpi), a failure on one rank must not leave the
+other ranks waiting in a collective forever: the failing rank prints its report
+and aborts the whole MPI job. The MPI tests also make every verdict collective
+(all ranks assert the same thing), so usually all ranks fail together anyway.
+"""
+
+import os
+import sys
+
+import pytest
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and item.config.getoption("with_mpi", default=False):
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank()
+        sys.stderr.write(f"\n[rank {rank}] {item.nodeid} failed:\n{report.longreprtext}\n"
+                         f"[rank {rank}] aborting the MPI job so no rank hangs\n")
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)

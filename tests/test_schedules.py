@@ -1,0 +1,148 @@
+"""Schedules as data: textbook bubble and memory figures, and validate() catching mistakes."""
+
+import itertools
+
+import pytest
+
+from mpipipe.errors import ConfigError, ScheduleError
+from mpipipe.schedules import lower, make_schedule, plan, validate
+from mpipipe.schedules.actions import BW, F, RECV_F, SEND_F, Action, Schedule, message_tag
+from mpipipe.simulate import Costs, peak_stash, simulate
+
+SIZES = [(P, m) for P in (1, 2, 3, 4, 8) for m in (1, 2, 3, 4, 8, 16)]
+
+
+@pytest.mark.parametrize("name", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("P,m", SIZES)
+@pytest.mark.parametrize("costs", [Costs(), Costs(F=1, B=2, W=0), Costs(F=0.5, BW=1.7)])
+def test_bubble_is_the_textbook_formula(name, P, m, costs):
+    """With equal stages: makespan (m + P - 1)(F + BW), bubble (P-1)/(m+P-1)."""
+    timeline = simulate(plan(name, P, m), costs)
+    per_mb = costs.of("F") + costs.of("BW")
+    assert timeline.makespan == pytest.approx((m + P - 1) * per_mb)
+    assert timeline.bubble_fraction == pytest.approx((P - 1) / (m + P - 1))
+
+
+@pytest.mark.parametrize("P", [1, 2, 4, 7])
+def test_naive_bubble_is_p_minus_one_over_p(P):
+    assert simulate(plan("naive", P, 1)).bubble_fraction == pytest.approx((P - 1) / P)
+
+
+@pytest.mark.parametrize("P,m", SIZES)
+def test_peak_stash_gpipe_m_and_1f1b_min_p_minus_stage_m(P, m):
+    assert peak_stash(make_schedule("gpipe", P, m)) == [m] * P
+    assert peak_stash(make_schedule("1f1b", P, m)) == [min(P - s, m) for s in range(P)]
+
+
+def test_1f1b_phases_on_rank_0():
+    program = make_schedule("1f1b", 4, 6).programs[0]
+    assert " ".join(map(str, program)) == "F0 F1 F2 F3 BW0 F4 BW1 F5 BW2 BW3 BW4 BW5"
+
+
+def test_lower_adds_one_receive_per_send_and_nothing_at_the_ends():
+    schedule = lower(make_schedule("gpipe", 3, 2))
+    first, middle, last = schedule.programs
+    assert [str(a) for a in first] == ["F0", "SEND_F0->r1", "F1", "SEND_F1->r1",
+                                       "RECV_B0<-r1", "BW0", "RECV_B1<-r1", "BW1"]
+    assert [str(a) for a in last] == ["RECV_F0<-r1", "F0", "RECV_F1<-r1", "F1",
+                                      "BW0", "SEND_B0->r1", "BW1", "SEND_B1->r1"]
+    sends = sum(a.kind.startswith("SEND") for p in schedule.programs for a in p)
+    receives = sum(a.kind.startswith("RECV") for p in schedule.programs for a in p)
+    assert sends == receives == 2 * 2 * 2   # 2 links x 2 directions x 2 micro-batches
+    assert len(middle) == 4 + 8
+
+
+def test_tags_are_unique_within_a_step():
+    schedule = lower(make_schedule("1f1b", 4, 16))
+    tags = [(rank, message_tag(schedule, rank, a))
+            for rank, p in enumerate(schedule.programs) for a in p if a.kind.startswith("SEND")]
+    assert len(tags) == len(set(tags))
+
+
+def _broken(programs, P=2, m=2, lowered=True):
+    return Schedule("broken", P, m, programs, lowered=lowered)
+
+
+def test_validate_names_the_rank_that_would_wait_for_a_missing_send():
+    good = lower(make_schedule("gpipe", 2, 2))
+    programs = [list(p) for p in good.programs]
+    programs[0].remove(Action(SEND_F, 1, 0, 1))   # rank 0 forgets to send F1
+    with pytest.raises(ScheduleError, match=r"rank 1 would wait forever at action #\d+ RECV_F1<-r0"):
+        validate(_broken(programs))
+
+
+def test_validate_names_an_unreceived_send():
+    good = lower(make_schedule("gpipe", 2, 2))
+    programs = [list(p) for p in good.programs]
+    programs[1].remove(Action(RECV_F, 1, 0, 0))   # rank 1 never receives F1 ...
+    programs[1].insert(0, Action(RECV_F, 1, 0, 0))  # ... no: receives it first, out of order
+    validate(_broken(programs))                     # unique tags: order does not matter
+    programs[1].remove(Action(RECV_F, 1, 0, 0))
+    with pytest.raises(ScheduleError, match="rank 0 sends F1 .* to rank 1, which never receives it"):
+        validate(_broken(programs))
+
+
+def test_validate_catches_a_cyclic_wait():
+    # rank 0 wants gradient 0 before it sends activation 1; rank 1 wants activation 1 first
+    programs = [[Action(F, 0), Action(BW, 0), Action(F, 1), Action(BW, 1)],
+                [Action(F, 0), Action(F, 1), Action(BW, 0), Action(BW, 1)]]
+    with pytest.raises(ScheduleError) as error:
+        validate(_broken(programs, lowered=False))
+    assert "rank 0 would wait forever at action #2 RECV_B0<-r1" in str(error.value)
+    assert "rank 1 would wait forever at action #2 RECV_F1<-r0" in str(error.value)
+
+
+def test_message_order_does_not_matter_with_buffered_sends():
+    programs = [[Action(F, 0), Action(F, 1), Action(BW, 0), Action(BW, 1)],
+                [Action(F, 1), Action(BW, 1), Action(F, 0), Action(BW, 0)]]
+    validate(_broken(programs, lowered=False))
+
+
+def test_validate_catches_a_backward_before_its_forward():
+    programs = [[Action(F, 0), Action(BW, 1), Action(F, 1), Action(BW, 0)],
+                [Action(F, 0), Action(F, 1), Action(BW, 0), Action(BW, 1)]]
+    with pytest.raises(ScheduleError, match=r"rank 0 runs BW1 \(action #1\) before F1"):
+        validate(_broken(programs, lowered=False))
+
+
+@pytest.mark.parametrize("programs,message", [
+    ([[Action(F, 0)], [Action(F, 0), Action(BW, 0)]], "rank 0 has no complete backward"),
+    ([[Action(F, 0), Action(F, 0), Action(BW, 0)], [Action(F, 0), Action(BW, 0)]], "F0 2 times"),
+    ([[Action(F, 0), Action(BW, 0)], [Action(F, 0), Action(BW, 0), Action(F, 1)]],
+     "micro-batch outside"),
+    ([[Action("X", 0)], []], "unknown action kind"),
+])
+def test_validate_bookkeeping(programs, message):
+    with pytest.raises(ScheduleError, match=message):
+        validate(_broken(programs, m=1, lowered=False))
+
+
+def test_every_generated_schedule_validates():
+    for name, P, m in itertools.product(["gpipe", "1f1b"], range(1, 7), range(1, 10)):
+        validate(make_schedule(name, P, m))
+
+
+@pytest.mark.parametrize("args,message", [
+    (("nope", 2, 2), "unknown schedule"),
+    (("gpipe", 0, 2), "at least one pipeline rank"),
+    (("gpipe", 2, 0), "at least one micro-batch"),
+    (("naive", 2, 4), "--microbatches 1"),
+])
+def test_make_schedule_rejects_bad_input(args, message):
+    with pytest.raises(ConfigError, match=message):
+        make_schedule(*args)
+
+
+def test_costs_parse():
+    assert Costs.parse("F=1,B=2") == Costs(F=1, B=2)
+    assert Costs.parse("BW=3, comm=0.5").of("BW") == 3
+    for bad in ("F", "X=1", "F=abc", "F=-1"):
+        with pytest.raises(ValueError):
+            Costs.parse(bad)
+
+
+def test_communication_latency_lengthens_the_critical_path():
+    """Each of the 2(P-1) hops on the critical path of one micro-batch costs `comm` once."""
+    P, m, c = 4, 8, 0.25
+    base = simulate(plan("gpipe", P, m)).makespan
+    assert simulate(plan("gpipe", P, m), Costs(comm=c)).makespan == pytest.approx(base + 2 * (P - 1) * c)
