@@ -90,6 +90,8 @@ def build_parser():
     m.add_argument("--hidden", type=int, default=64, help="hidden width (default 64)")
     m.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
     m.add_argument("--layernorm", action="store_true", help="LayerNorm after each activation")
+    m.add_argument("--last-activation", action="store_true",
+                   help="the last layer has the activation too (default: plain Linear)")
     m.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     o = train.add_argument_group("optimisation")
     o.add_argument("--global-batch", type=int, default=256, help="samples per step, all "
@@ -198,7 +200,8 @@ def cmd_train(args):
     config = TrainConfig(
         pp=args.pp, dp=args.dp, schedule=args.schedule, microbatches=args.microbatches,
         global_batch=args.global_batch, steps=args.steps, layers=args.layers, hidden=args.hidden,
-        activation=args.activation, layernorm=args.layernorm, dtype=args.dtype, seed=args.seed,
+        activation=args.activation, layernorm=args.layernorm,
+        last_activation=args.last_activation, dtype=args.dtype, seed=args.seed,
         lr=args.lr, optimizer=args.optimizer, data=args.data, samples=args.samples,
         input_dim=args.input_dim, output_dim=args.output_dim, partition=args.partition,
         wait=args.wait, timeout=args.timeout, log_every=args.log_every)

@@ -15,6 +15,18 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Under --with-mpi only rank 0 reports; the others speak up only to fail (below)."""
+    if config.getoption("with_mpi", default=False):
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.Get_rank() > 0:
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                config.pluginmanager.unregister(reporter)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -1,0 +1,93 @@
+"""The `mpipipe` command as a user runs it, including under mpiexec."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mpipipe.cli import main
+
+
+def mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = here if os.path.exists(here) else shutil.which("mpiexec")
+    assert found, "no mpiexec: install the MPI wheel (pip install -e '.[mpich,test]')"
+    return found
+
+
+def run_mpi(ranks, *args, timeout=120):
+    """`mpiexec -n ranks python -m mpipipe train ARGS`, killed if it hangs."""
+    command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpipipe", "train", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_simulate_prints_the_textbook_figures(capsys):
+    assert main(["simulate", "--schedule", "1f1b", "--stages", "4", "--microbatches", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "bubble fraction  0.2727   (textbook, equal stages, no comm: 0.2727)" in out
+    assert "peak stash       4 3 2 1 micro-batches" in out
+    assert "makespan         33" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_simulate_json_and_costs(capsys):
+    assert main(["simulate", "--schedule", "gpipe", "--stages", "2", "--microbatches", "3",
+                 "--costs", "F=1,BW=3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["makespan"] == (3 + 2 - 1) * 4
+    assert summary["peak_stash"] == [3, 3]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--costs", "F=x"], "'x' is not a number"),
+    (["--schedule", "naive", "--microbatches", "2"], "--microbatches 1"),
+])
+def test_simulate_rejects_bad_input(capsys, args, message):
+    assert main(["simulate", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_simulate_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--stages", "0"])
+    assert exit_info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_topology(capsys):
+    assert main(["topology", "--pp", "2", "--dp", "3"]) == 0
+    assert "replica 2:  rank 4  rank 5" in capsys.readouterr().out
+
+
+def test_train_under_mpiexec_prints_loss_summary_timeline_and_json():
+    done = run_mpi(2, "--steps", "6", "--microbatches", "4", "--check", "--json")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "step     6/6  loss" in out
+    assert "bubble" in out and "peak stash    2 1 micro-batches" in out
+    assert "rank 0 |" in out and "rank 1 |" in out
+    assert "check         passed" in out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["schedule"] == "1f1b" and summary["pp"] == 2 and len(summary["losses"]) == 6
+    assert summary["check"]["passed"] and summary["peak_stash"] == [2, 1]
+    assert 0 <= summary["bubble_fraction"] < 1
+    assert done.stderr.strip() == ""
+
+
+@pytest.mark.parametrize("ranks,args,message", [
+    (3, ["--pp", "2"], "3 MPI rank(s) cannot form a pp=2 x dp=1 grid"),
+    (4, ["--dp", "2", "--global-batch", "100"], "global batch 100 does not split"),
+    (2, ["--microbatches", "0"], "--microbatches must be at least 1"),
+    (4, ["--layers", "3"], "4 pipeline stages but the model has only 3 layers"),
+    (2, ["--schedule", "zigzag"], "invalid choice: 'zigzag'"),
+    (2, ["--partition", "5,x"], "use uniform, params, or block counts"),
+])
+def test_bad_input_fails_once_on_all_ranks_without_a_traceback(ranks, args, message):
+    done = run_mpi(ranks, *args, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.count(message) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "step" not in done.stdout
