@@ -76,6 +76,10 @@ def build_parser():
                    help="pipeline schedule (default 1f1b)")
     t.add_argument("--microbatches", type=int, help="micro-batches per replica and step "
                    "(default 8; 1 for naive)")
+    t.add_argument("--virtual-stages", type=int, help="model chunks per rank for interleaved "
+                   "and looped-bfs (default 2; zbv always 2, the others 1)")
+    t.add_argument("--recompute", action="store_true", help="activation recomputation: keep "
+                   "only each stage's input, redo its forward before the backward")
     t.add_argument("--partition", type=partition_arg, default="uniform",
                    help="uniform (equal layer counts), params (balanced parameter counts) "
                    "or explicit layers per stage, e.g. 3,3,2 (default uniform)")
@@ -120,9 +124,13 @@ def build_parser():
     sim.add_argument("--schedule", default="1f1b", choices=sorted(GENERATORS))
     sim.add_argument("--stages", type=positive_int, default=4, help="pipeline ranks P (default 4)")
     sim.add_argument("--microbatches", type=positive_int, help="micro-batches m (default 8; 1 for naive)")
-    sim.add_argument("--costs", default="", help="action costs, e.g. F=1,B=1,W=1 (the defaults); "
-                     "the fused backward BW costs B+W unless BW= is given; comm= adds a "
-                     "latency to every message")
+    sim.add_argument("--virtual-stages", type=positive_int,
+                     help="model chunks per rank (interleaved, looped-bfs: default 2)")
+    sim.add_argument("--costs", default="", help="action costs of a rank's share of the model, "
+                     "e.g. F=1,B=1,W=1 (the defaults); the fused backward BW costs B+W unless "
+                     "BW= is given; a chunk costs 1/V; comm= adds a latency to every message")
+    sim.add_argument("--recompute", action="store_true", help="every backward first repeats "
+                     "its forward (activation recomputation)")
     sim.add_argument("--width", type=positive_int, default=80, help="terminal columns (80)")
     sim.add_argument("--actions", action="store_true", help="also print every rank's action list")
     sim.add_argument("--json", action="store_true", help="print one JSON object instead")
@@ -143,39 +151,51 @@ def main(argv=None):
 
 
 def cmd_simulate(args):
+    from dataclasses import replace
+
     from .errors import ConfigError, ScheduleError
     from .schedules import BUBBLE_FORMULAS, plan
-    from .simulate import Costs, simulate
+    from .simulate import Costs, simulate, steady_state
     from .timeline import render
 
     try:
-        costs = Costs.parse(args.costs)
+        costs = replace(Costs.parse(args.costs), recompute=args.recompute)
         m = args.microbatches or (1 if args.schedule == "naive" else 8)
-        schedule = plan(args.schedule, args.stages, m)
+        schedule = plan(args.schedule, args.stages, m, args.virtual_stages)
     except (ConfigError, ScheduleError, ValueError) as error:
         print(f"mpipipe simulate: error: {error}", file=sys.stderr)
         return 2
+    P, V = args.stages, schedule.chunks
     timeline = simulate(schedule, costs)
+    steady_time, steady_bubble = steady_state(schedule, costs)
     formula = BUBBLE_FORMULAS.get(args.schedule)
-    summary = {"schedule": args.schedule, "stages": args.stages, "microbatches": m,
+    textbook = formula(P, m, V, costs) if formula and costs.comm == 0 and not costs.recompute else None
+    ideal = m * (costs.of("F") + costs.of("BW"))
+    summary = {"schedule": args.schedule, "stages": P, "virtual_stages": V, "microbatches": m,
                "costs": {"F": costs.F, "B": costs.B, "W": costs.W, "BW": costs.of("BW"),
-                         "comm": costs.comm},
+                         "comm": costs.comm, "recompute": costs.recompute},
                "makespan": timeline.makespan, "bubble_fraction": timeline.bubble_fraction,
-               "bubble_fraction_formula": formula(args.stages, m) if formula else None,
+               "bubble_per_rank": timeline.makespan - ideal,
+               "bubble_fraction_formula": textbook,
+               "steady_state_step": steady_time, "steady_state_bubble_fraction": steady_bubble,
                "peak_stash": timeline.peak_stash}
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{args.schedule}: {args.stages} stages, {m} micro-batches, costs F={costs.F:g} "
-          f"B={costs.B:g} W={costs.W:g} (BW={costs.of('BW'):g}), comm={costs.comm:g}")
-    print(render(timeline.events, args.stages, timeline.makespan, width=args.width))
-    print(f"makespan         {timeline.makespan:g}")
+    chunks = f" x {V} chunks" if V > 1 else ""
+    print(f"{args.schedule}: {P} ranks{chunks}, {m} micro-batches, costs F={costs.F:g} "
+          f"B={costs.B:g} W={costs.W:g} (BW={costs.of('BW'):g}), comm={costs.comm:g}"
+          + (", recompute" if costs.recompute else ""))
+    print(render(timeline.events, P, timeline.makespan, width=args.width))
+    print(f"makespan         {timeline.makespan:g}   (one flushed step; the work alone is {ideal:g})")
     line = f"bubble fraction  {timeline.bubble_fraction:.4f}"
-    if formula:
-        line += f"   (textbook, equal stages, no comm: {formula(args.stages, m):.4f})"
+    if textbook is not None:
+        line += f"   (textbook, equal stages, no comm: {textbook:.4f})"
     print(line)
-    print(f"peak stash       {' '.join(map(str, timeline.peak_stash))} micro-batches "
-          f"(rank 0..{args.stages - 1})")
+    print(f"steady state     {steady_time:g} per step, bubble {steady_bubble:.4f}   "
+          f"(steps back to back, no flush)")
+    print(f"peak stash       {' '.join(map(str, timeline.peak_stash))} "
+          f"{'chunk-' if V > 1 else ''}micro-batches (rank 0..{P - 1})")
     if args.actions:
         print(schedule)
     return 0
@@ -199,6 +219,7 @@ def cmd_train(args):
     rank = comm.Get_rank()
     config = TrainConfig(
         pp=args.pp, dp=args.dp, schedule=args.schedule, microbatches=args.microbatches,
+        virtual_stages=args.virtual_stages, recompute=args.recompute,
         global_batch=args.global_batch, steps=args.steps, layers=args.layers, hidden=args.hidden,
         activation=args.activation, layernorm=args.layernorm,
         last_activation=args.last_activation, dtype=args.dtype, seed=args.seed,
@@ -218,6 +239,7 @@ def cmd_train(args):
         sys.stderr.write(text)
         sys.stderr.flush()
         comm.Abort(1)
+        os._exit(1)   # Abort may return before the launcher has ended this process
     if rank == 0:
         print_summary(run.result)
         if args.json:
@@ -242,7 +264,9 @@ def check_launcher(world_size):
 def print_summary(result):
     lines = ["", "summary",
              f"  schedule      {result['schedule']}  (pp={result['pp']}, dp={result['dp']}, "
-             f"{result['microbatches']} micro-batches of {result['microbatch_size']})",
+             f"{result['microbatches']} micro-batches of {result['microbatch_size']}"
+             + (f", {result['virtual_stages']} chunks per rank" if result["virtual_stages"] > 1 else "")
+             + (", recompute" if result["recompute"] else "") + ")",
              f"  step time     {result['step_time_s'] * 1e3:.2f} ms (median over steps 2..)",
              f"  bubble        {result['bubble_fraction']:.3f} measured, "
              f"{result['bubble_fraction_planned']:.3f} planned (equal stages, no comm)",

@@ -12,7 +12,7 @@ from . import data as datasets
 from .errors import ConfigError
 from .model import ModelSpec, block_param_counts
 from .partition import block_ranges, make_partition
-from .schedules import GENERATORS, make_schedule, validate
+from .schedules import GENERATORS, default_chunks, make_schedule, validate
 
 DEFAULT_LR = {"adam": 0.003, "sgd": 0.05}
 
@@ -23,6 +23,8 @@ class TrainConfig:
     dp: int = 1
     schedule: str = "1f1b"
     microbatches: int | None = None  # default: 1 for naive, else 8
+    virtual_stages: int | None = None  # model chunks per rank; default: the schedule's own
+    recompute: bool = False         # keep only each stage's input; recompute before backward
     global_batch: int = 256
     steps: int = 100
     layers: int = 8
@@ -55,7 +57,7 @@ class Plan:
     config: TrainConfig
     spec: ModelSpec
     dataset: object
-    partition: list        # blocks per stage
+    partition: list        # blocks per stage (stages = pp x virtual stages)
     blocks: list           # range of block indices per stage
     schedule: object       # lowered, validated
     microbatch_size: int
@@ -84,8 +86,10 @@ def prepare(config, world_size):
             f"{c.pp * c.dp}: launch with mpiexec -n {c.pp * c.dp}, or change --pp/--dp")
     if c.microbatches is None:
         c.microbatches = 1 if c.schedule == "naive" else 8
-    for name in ("microbatches", "global_batch", "steps", "layers", "hidden", "input_dim",
-                 "output_dim"):
+    if c.virtual_stages is None:
+        c.virtual_stages = default_chunks(c.schedule)
+    for name in ("microbatches", "virtual_stages", "global_batch", "steps", "layers", "hidden",
+                 "input_dim", "output_dim"):
         if getattr(c, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
     if c.global_batch % (c.microbatches * c.dp):
@@ -106,8 +110,8 @@ def prepare(config, world_size):
     spec = ModelSpec(input_dim=dataset.input_dim, output_dim=dataset.output_dim, hidden=c.hidden,
                      layers=c.layers, activation=c.activation, layernorm=c.layernorm,
                      last_activation=c.last_activation, seed=c.seed, dtype=c.dtype)
-    partition = make_partition(c.partition, block_param_counts(spec), c.pp)
-    schedule = validate(make_schedule(c.schedule, c.pp, c.microbatches))
+    schedule = validate(make_schedule(c.schedule, c.pp, c.microbatches, c.virtual_stages))
+    partition = make_partition(c.partition, block_param_counts(spec), schedule.num_stages)
     blocks = block_ranges(partition)
     widths = [spec.input_dim if r.start == 0 else spec.hidden for r in blocks] + [spec.output_dim]
     return Plan(c, spec, dataset, partition, blocks, schedule,

@@ -7,7 +7,7 @@ Between handlers, arrays wait in dicts keyed by (chunk, micro-batch):
     outbox      activations F produced, waiting for SEND_F
     grad_inbox  gradients that arrived (or the loss gradient), waiting for BW/B
     grad_outbox input gradients BW/B produced, waiting for SEND_B
-    stash       what F saved for the backward: the micro-batch's activations
+    stash       what F saved for the backward (see Stashed)
 
 A step: zero the gradients, run the list, finish the sends, all-reduce the
 gradients across data-parallel replicas, let the optimizer step. Every action
@@ -16,16 +16,29 @@ across ranks) so the measured timeline can be drawn like the planned one.
 """
 
 import time
+from dataclasses import dataclass, field
 
 from .layers import cache_nbytes
 from .p2p import BufferPool, PointToPoint, wait
-from .schedules.actions import (BW, F, RECV_B, RECV_F, SEND_B, SEND_F, B, W, message_tag)
+from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, SEND_B, SEND_F, B, W, Action,
+                                message_tag)
 from .simulate import Event
+
+
+@dataclass
+class Stashed:
+    """One micro-batch's state on one chunk, from its F until its backward is done."""
+
+    x: object                  # the stage's input
+    cache: object              # what the backward needs; None under --recompute until rebuilt
+    nbytes: int                # activation bytes held for this micro-batch
+    owned: list = field(default_factory=list)   # receive buffers to recycle afterwards
+    dy: object = None          # the output gradient, kept from B to W
 
 
 class Engine:
     def __init__(self, schedule, topology, stages, optimizers, loss_fn, widths,
-                 microbatch_size, dtype, xp, wait_mode="poll", timeout=None):
+                 microbatch_size, dtype, xp, wait_mode="poll", timeout=None, recompute=False):
         """`stages[chunk]` is this rank's Stage for each chunk; `widths[s]` is the
         width of the activation entering stage s (widths[num_stages] = model output)."""
         self.schedule, self.topology = schedule, topology
@@ -34,7 +47,7 @@ class Engine:
         self.stages, self.optimizers = stages, optimizers
         self.loss_fn, self.widths = loss_fn, widths
         self.microbatch_size, self.dtype = microbatch_size, dtype
-        self.wait_mode, self.timeout = wait_mode, timeout
+        self.wait_mode, self.timeout, self.recompute = wait_mode, timeout, recompute
         self.p2p = PointToPoint(topology.pipe, wait_mode, timeout)
         self.pool = BufferPool(xp)
         self.last_stage = schedule.num_stages - 1
@@ -53,11 +66,12 @@ class Engine:
         self.held = self.peak_held = self.held_bytes = self.peak_bytes = 0
         self.events, self.wait_time = [], 0.0
         wait(self.topology.world.Ibarrier(), self.wait_mode, self.timeout, "the step barrier")
-        t0 = time.perf_counter()
+        self.t0 = time.perf_counter()
         for action in self.program:
-            start = time.perf_counter()
+            self.action_start = time.perf_counter()
             self.handlers[action.kind](action)
-            self.events.append(Event(self.rank, action, start - t0, time.perf_counter() - t0))
+            self.events.append(Event(self.rank, action, self.action_start - self.t0,
+                                     time.perf_counter() - self.t0))
             if action.is_compute:
                 self.p2p.reap()
         self.p2p.finish()
@@ -72,11 +86,14 @@ class Engine:
         key, stage = (action.chunk, action.microbatch), self._stage_of(action)
         x = self.inputs[action.microbatch] if stage == 0 else self.inbox.pop(key)
         y, cache = self.stages[action.chunk].forward(x)
-        owned = [x] if stage > 0 else []       # receive buffers to recycle after backward
-        nbytes = cache_nbytes(cache)
-        self.stash[key] = [cache, owned, nbytes, None]
+        if self.recompute:
+            cache = None                      # keep the input only; rebuild before backward
+        entry = Stashed(x, cache, x.nbytes if self.recompute else cache_nbytes(cache))
+        if stage > 0:
+            entry.owned.append(x)
+        self.stash[key] = entry
         self.held += 1
-        self.held_bytes += nbytes
+        self.held_bytes += entry.nbytes
         self.peak_held = max(self.peak_held, self.held)
         self.peak_bytes = max(self.peak_bytes, self.held_bytes)
         if stage == self.last_stage:
@@ -89,10 +106,11 @@ class Engine:
     def _backward(self, action):
         """BW: input and weight gradient together; the stash is freed at once."""
         key, stage = (action.chunk, action.microbatch), self._stage_of(action)
-        cache, owned, nbytes, _ = self.stash.pop(key)
+        entry = self.stash.pop(key)
         dy = self.grad_inbox.pop(key)
+        cache = self._cache_of(action, entry)
         dx = self.stages[action.chunk].backward(dy, cache, need_dx=stage > 0)
-        self._release(owned + ([dy] if stage < self.last_stage else []), nbytes)
+        self._release(entry.owned + ([dy] if stage < self.last_stage else []), entry.nbytes)
         if stage > 0:
             self._hand_on(self.grad_inbox, self.grad_outbox, action, stage - 1, dx)
 
@@ -100,19 +118,30 @@ class Engine:
         """B: only the input gradient, which the previous stage is waiting for."""
         key, stage = (action.chunk, action.microbatch), self._stage_of(action)
         entry = self.stash[key]
-        dy = self.grad_inbox.pop(key)
-        dx = self.stages[action.chunk].backward_input(dy, entry[0], need_dx=stage > 0)
-        entry[3] = dy                           # W needs it later
+        entry.dy = self.grad_inbox.pop(key)
+        entry.cache = self._cache_of(action, entry)
+        dx = self.stages[action.chunk].backward_input(entry.dy, entry.cache, need_dx=stage > 0)
         if stage < self.last_stage:
-            entry[1].append(dy)
+            entry.owned.append(entry.dy)
         if stage > 0:
             self._hand_on(self.grad_inbox, self.grad_outbox, action, stage - 1, dx)
 
     def _backward_weight(self, action):
         """W: the weight gradient, deferred; frees the stash."""
-        cache, owned, nbytes, dy = self.stash.pop((action.chunk, action.microbatch))
-        self.stages[action.chunk].backward_weight(dy, cache)
-        self._release(owned, nbytes)
+        entry = self.stash.pop((action.chunk, action.microbatch))
+        self.stages[action.chunk].backward_weight(entry.dy, entry.cache)
+        self._release(entry.owned, entry.nbytes)
+
+    def _cache_of(self, action, entry):
+        """The forward's cache; under --recompute, run the forward again (traced as R)."""
+        if entry.cache is not None:
+            return entry.cache
+        start = time.perf_counter()
+        _, cache = self.stages[action.chunk].forward(entry.x)
+        self.action_start = time.perf_counter()
+        self.events.append(Event(self.rank, Action(RECOMPUTE, action.microbatch, action.chunk),
+                                 start - self.t0, self.action_start - self.t0))
+        return cache
 
     # -- communication ------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ Every layer has three passes:
 
     forward(x)                 -> (y, cache)   cache holds what the backward needs
     backward_input(dy, cache)  -> dx           the gradient that travels to the previous stage
+                                               (need_dx=False: not wanted, may return None)
     backward_weight(dy, cache)                 adds dL/dparams into self.grads
 
 `backward(dy, cache)` does both at once (what GPipe and 1F1B use). Keeping the
@@ -33,7 +34,7 @@ class Layer:
     def forward(self, x):
         raise NotImplementedError
 
-    def backward_input(self, dy, cache):
+    def backward_input(self, dy, cache, need_dx=True):
         raise NotImplementedError
 
     def backward_weight(self, dy, cache):
@@ -42,7 +43,7 @@ class Layer:
     def backward(self, dy, cache, need_dx=True):
         """Fused backward: weight gradient, then input gradient (unless not needed)."""
         self.backward_weight(dy, cache)
-        return self.backward_input(dy, cache) if need_dx else None
+        return self.backward_input(dy, cache, need_dx)
 
     def __repr__(self):
         return type(self).__name__ + "()"
@@ -64,8 +65,8 @@ class Linear(Layer):
     def forward(self, x):
         return x @ self.params["W"] + self.params["b"], x
 
-    def backward_input(self, dy, cache):
-        return dy @ self.params["W"].T
+    def backward_input(self, dy, cache, need_dx=True):
+        return dy @ self.params["W"].T if need_dx else None
 
     def backward_weight(self, dy, cache):
         x = cache
@@ -81,7 +82,7 @@ class ReLU(Layer):
         mask = x > 0
         return x * mask, mask
 
-    def backward_input(self, dy, cache):
+    def backward_input(self, dy, cache, need_dx=True):
         return dy * cache
 
 
@@ -96,7 +97,7 @@ class GELU(Layer):
         t = xp.tanh(self.C * (x + self.K * x**3))
         return 0.5 * x * (1.0 + t), (x, t)
 
-    def backward_input(self, dy, cache):
+    def backward_input(self, dy, cache, need_dx=True):
         x, t = cache
         dt = self.C * (1.0 + 3.0 * self.K * x**2)
         return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt)
@@ -118,7 +119,7 @@ class LayerNorm(Layer):
         xhat = (x - mu) * inv_std
         return xhat * self.params["gamma"] + self.params["beta"], (xhat, inv_std)
 
-    def backward_input(self, dy, cache):
+    def backward_input(self, dy, cache, need_dx=True):
         xhat, inv_std = cache
         g = dy * self.params["gamma"]
         return inv_std * (g - g.mean(axis=1, keepdims=True)
@@ -155,10 +156,7 @@ class Sequential(Layer):
         dys = [None] * len(self.layers)
         for i in reversed(range(len(self.layers))):
             dys[i] = dy
-            if i == 0 and not need_dx:
-                dy = None
-                break
-            dy = self.layers[i].backward_input(dy, cache["caches"][i])
+            dy = self.layers[i].backward_input(dy, cache["caches"][i], need_dx=(i > 0 or need_dx))
         cache["dys"] = dys
         return dy
 

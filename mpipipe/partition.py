@@ -80,4 +80,4 @@ def _check_enough(num_blocks, num_stages):
     if num_blocks < num_stages:
         raise ConfigError(
             f"{num_stages} pipeline stages but the model has only {num_blocks} layers: "
-            f"use --layers {num_stages} or more, or fewer stages")
+            f"use --layers {num_stages} or more, or fewer stages (pp x virtual stages)")

@@ -21,18 +21,28 @@ from .schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, RECV_B, RECV_
 
 @dataclass(frozen=True)
 class Costs:
-    """Time of each compute action; BW (fused backward) defaults to B + W."""
+    """Time of each compute action for a rank's whole share of the model.
+
+    BW (the fused backward) costs B + W unless given. With V chunks per rank a
+    chunk's action costs 1/V of these. `recompute` adds a forward to every
+    backward (activation checkpointing); `comm` delays every message.
+    """
 
     F: float = 1.0
     B: float = 1.0
     W: float = 1.0
     BW: float | None = None
     comm: float = 0.0
+    recompute: bool = False
 
-    def of(self, kind):
+    def of(self, kind, chunks=1):
         if kind == BW:
-            return self.B + self.W if self.BW is None else self.BW
-        return {F: self.F, B: self.B, W: self.W}[kind]
+            cost = self.B + self.W if self.BW is None else self.BW
+        else:
+            cost = {F: self.F, B: self.B, W: self.W}[kind]
+        if self.recompute and kind in BACKWARD_INPUT:
+            cost += self.F
+        return cost / chunks
 
     @classmethod
     def parse(cls, text):
@@ -113,7 +123,7 @@ def walk(schedule, costs=Costs()):
             elif kind in COMPUTE:
                 _check_inputs_ready(schedule, rank, action, done)
                 start = clock[rank]
-                clock[rank] += costs.of(kind)
+                clock[rank] += costs.of(kind, schedule.chunks)
                 busy[rank] += clock[rank] - start
                 events.append(Event(rank, action, start, clock[rank]))
             else:
@@ -133,6 +143,34 @@ def simulate(schedule, costs=Costs()):
     from .schedules.lower import lower
 
     return walk(lower(schedule), costs)
+
+
+def steady_state(schedule, costs=Costs()):
+    """Time per step once steps follow each other without a flush.
+
+    Steps run back to back (micro-batch numbers continued), so one step's
+    warm-up can overlap the previous step's cool-down, as with the zero-bubble
+    paper's post-validated optimizer step. Returns (time per step, bubble
+    fraction): the difference between 3 and 2 steps in a row.
+    """
+    from .schedules.lower import lower
+
+    lowered = lower(schedule)
+    two, three = walk(repeat(lowered, 2), costs), walk(repeat(lowered, 3), costs)
+    per_step = three.makespan - two.makespan
+    busy = (sum(three.busy) - sum(two.busy)) / schedule.num_ranks
+    return per_step, (1.0 - busy / per_step if per_step > 0 else 0.0)
+
+
+def repeat(schedule, times):
+    """The same schedule `times` times in a row, as one long step."""
+    from .schedules.actions import Action, Schedule
+
+    m = schedule.num_microbatches
+    programs = [[Action(a.kind, a.microbatch + i * m, a.chunk, a.peer)
+                 for i in range(times) for a in program] for program in schedule.programs]
+    return Schedule(schedule.name, schedule.num_ranks, m * times, programs, chunks=schedule.chunks,
+                    stage_map=schedule.stage_map, lowered=schedule.lowered)
 
 
 def peak_stash(schedule):

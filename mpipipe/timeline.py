@@ -8,14 +8,14 @@ start, end), so they are drawn by the same code and look the same:
     rank 1 |..F0F1F2........BW0 F3BW1 F4BW2 F5 ...
 
 Each compute action is a box as wide as it lasts, labelled with its kind and
-micro-batch where the label fits; '.' is time the rank spends not computing
+micro-batch where the label fits (lower case for odd model chunks, so that the
+chunks of an interleaved schedule tell apart); '.' is time the rank spends not computing
 (waiting for a peer: the bubble). A long timeline is cut into panels of at
 most `width` columns rather than squeezed until the labels vanish.
 """
 
 import math
 
-from .schedules.actions import COMPUTE
 
 IDLE = "."
 MAX_PANELS = 3
@@ -24,7 +24,7 @@ LABEL_COLUMNS = 3   # columns the shortest action should get, so "F12" fits
 
 def render(events, num_ranks, makespan=None, width=80, title=None, unit="time units"):
     """The ASCII picture of `events`, in panels at most `width` columns wide."""
-    compute = [e for e in events if e.action.kind in COMPUTE]
+    compute = [e for e in events if e.action.is_compute]
     if makespan is None:
         makespan = max((e.end for e in compute), default=0.0)
     prefix = len(f"rank {num_ranks - 1} |")
@@ -41,8 +41,9 @@ def render(events, num_ranks, makespan=None, width=80, title=None, unit="time un
             text = "".join(row[panel_start:panel_end]).rstrip(" ")
             lines.append(f"rank {rank:>{prefix - 7}} |{text}")
     if makespan > 0:
-        lines.append(f"{'':>{prefix}}one column = {1 / scale:.3g} {unit}; "
-                     f"'{IDLE}' = not computing")
+        chunks = max((e.action.chunk for e in compute), default=0)
+        lines.append(f"{'':>{prefix}}one column = {1 / scale:.3g} {unit}; '{IDLE}' = not computing"
+                     + ("; lower case = odd chunk" if chunks else ""))
     return "\n".join(lines)
 
 
@@ -60,6 +61,12 @@ def _choose_scale(compute, makespan, columns):
     return scale
 
 
+def box_label(action):
+    """F3 for chunk 0 (and every even chunk), f3 for odd chunks: neighbours differ."""
+    kind = action.kind.lower() if action.chunk % 2 else action.kind
+    return f"{kind}{action.microbatch}"
+
+
 def _draw_row(events, scale, total):
     row = [IDLE] * total
     for event in sorted(events, key=lambda e: e.start):
@@ -72,8 +79,8 @@ def _draw_row(events, scale, total):
                 last = first + 1  # too short to see: give it one column
             else:
                 continue
-        label = str(event.action)
+        label = box_label(event.action)
         if len(label) > last - first:
-            label = event.action.kind[: last - first]
+            label = label[: len(label) - len(str(event.action.microbatch))][: last - first]
         row[first:last] = list(label.ljust(last - first))
     return row

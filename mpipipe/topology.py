@@ -32,14 +32,6 @@ class Topology:
     pipe: object = None
     data: object = None
 
-    @property
-    def is_first_stage(self):
-        return self.pp_index == 0
-
-    @property
-    def is_last_stage(self):
-        return self.pp_index == self.pp - 1
-
 
 def world_rank_of(pp_index, dp_index, pp):
     return dp_index * pp + pp_index

@@ -30,7 +30,7 @@ class Run:
     result: dict        # the same on every rank
     plan: object
     topology: object
-    stage: object       # this rank's Stage (weights after training)
+    stages: list        # this rank's Stage per chunk (weights after training)
     weights: list = None  # on rank 0 only: each replica's whole flat parameter vector
 
 
@@ -48,10 +48,12 @@ def run_training(config, comm=None, log=None, check=False):
     plan = prepare(config, comm.Get_size())
     c = plan.config
     grid = topo.build(comm, c.pp, c.dp)
-    stage = build_stage(plan.spec, plan.blocks[grid.pp_index])
-    optimizer = make_optimizer(c.optimizer, stage.flat_params, c.lr)
-    engine = Engine(plan.schedule, grid, [stage], [optimizer], LOSSES[plan.dataset.loss](),
-                    plan.widths, plan.microbatch_size, np.dtype(c.dtype), np, c.wait, c.timeout)
+    my_stages = plan.schedule.stage_map[grid.pp_index]      # one per chunk
+    stages = [build_stage(plan.spec, plan.blocks[s]) for s in my_stages]
+    optimizers = [make_optimizer(c.optimizer, st.flat_params, c.lr) for st in stages]
+    engine = Engine(plan.schedule, grid, stages, optimizers, LOSSES[plan.dataset.loss](),
+                    plan.widths, plan.microbatch_size, np.dtype(c.dtype), np, c.wait, c.timeout,
+                    recompute=c.recompute)
     say = log if (log and comm.Get_rank() == 0) else (lambda line: None)
     say(_banner(plan))
     losses, step_times, busy, ends, waits = [], [], [], [], []
@@ -72,17 +74,19 @@ def run_training(config, comm=None, log=None, check=False):
     mine = {"pp_index": grid.pp_index, "dp_index": grid.dp_index, "busy": busy, "ends": ends,
             "waits": waits, "events": [(e.action, e.start, e.end) for e in engine.events],
             "peak_stash": engine.peak_held, "peak_stash_bytes": engine.peak_bytes,
-            "params": stage.flat_params.copy()}
+            "params": {s: st.flat_params.copy() for s, st in zip(my_stages, stages)}}
     quiet_barrier(comm, c.wait, c.timeout)
     gathered = comm.gather(mine, root=0)
     result = weights = None
     if comm.Get_rank() == 0:
-        weights = [np.concatenate([g["params"] for g in sorted(gathered, key=lambda g: g["pp_index"])
-                                   if g["dp_index"] == d]) for d in range(c.dp)]
+        weights = []
+        for d in range(c.dp):
+            by_stage = {s: p for g in gathered if g["dp_index"] == d for s, p in g["params"].items()}
+            weights.append(np.concatenate([by_stage[s] for s in sorted(by_stage)]))
         result = _summarise(plan, gathered, losses, step_times, weights, check)
     quiet_barrier(comm, c.wait, c.timeout)   # rank 0 may take a while (--check)
     result = comm.bcast(result, root=0)
-    return Run(result, plan, grid, stage, weights)
+    return Run(result, plan, grid, stages, weights)
 
 
 def _microbatches(plan, grid, step):
@@ -93,8 +97,11 @@ def _microbatches(plan, grid, step):
     mine = rows[grid.dp_index * share:(grid.dp_index + 1) * share]
     size = plan.microbatch_size
     cuts = [mine[i * size:(i + 1) * size] for i in range(c.microbatches)]
-    inputs = [data.inputs[r] for r in cuts] if grid.is_first_stage else None
-    targets = [data.targets[r] for r in cuts] if grid.is_last_stage else None
+    schedule = plan.schedule
+    holds_first = schedule.place(0)[0] == grid.pp_index
+    holds_last = schedule.place(schedule.num_stages - 1)[0] == grid.pp_index
+    inputs = [data.inputs[r] for r in cuts] if holds_first else None
+    targets = [data.targets[r] for r in cuts] if holds_last else None
     return inputs, targets
 
 
@@ -118,9 +125,10 @@ def _summarise(plan, gathered, losses, step_times, weights, check):
     replica0 = sorted((g for g in gathered if g["dp_index"] == 0), key=lambda g: g["pp_index"])
     events = [Event(g["pp_index"], a, 1e3 * s, 1e3 * e)
               for g in replica0 for a, s, e in g["events"]]
-    planned = simulate(plan.schedule, Costs(F=1, B=1, W=1))
+    planned = simulate(plan.schedule, Costs(recompute=c.recompute))
     result = {
         "schedule": c.schedule, "pp": c.pp, "dp": c.dp, "microbatches": c.microbatches,
+        "virtual_stages": c.virtual_stages, "recompute": c.recompute,
         "microbatch_size": plan.microbatch_size, "global_batch": c.global_batch,
         "steps": c.steps, "dtype": c.dtype, "partition": plan.partition,
         "losses": losses, "final_loss": losses[-1],
@@ -158,7 +166,10 @@ def _accuracy(plan, weights):
 
 def _banner(plan):
     c = plan.config
-    return (f"mpipipe train: {c.schedule}, pp={c.pp} x dp={c.dp}, {c.microbatches} micro-batch(es) "
+    chunks = f" x {c.virtual_stages} chunks" if c.virtual_stages > 1 else ""
+    extra = ", recompute" if c.recompute else ""
+    return (f"mpipipe train: {c.schedule}{extra}, pp={c.pp}{chunks} x dp={c.dp}, "
+            f"{c.microbatches} micro-batch(es) "
             f"of {plan.microbatch_size} (global batch {c.global_batch}), {c.layers} layers of "
             f"width {c.hidden} split {plan.partition}, {c.data} data, {c.dtype}, "
             f"{c.optimizer} lr={c.lr:g}")

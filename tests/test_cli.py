@@ -29,7 +29,7 @@ def test_simulate_prints_the_textbook_figures(capsys):
     out = capsys.readouterr().out
     assert "bubble fraction  0.2727   (textbook, equal stages, no comm: 0.2727)" in out
     assert "peak stash       4 3 2 1 micro-batches" in out
-    assert "makespan         33" in out
+    assert "makespan         33 " in out
     assert max(len(line) for line in out.splitlines()) <= 80
 
 

@@ -3,30 +3,57 @@
     make_schedule("1f1b", num_ranks=4, num_microbatches=8)  -> compute actions per rank
     lower(schedule)                                          -> with SEND/RECV added
     validate(schedule)                                       -> lowered, proven to finish
+
+Each generator module has `build(num_ranks, num_microbatches, chunks)`; those
+with model chunks (virtual stages) say how many by default in DEFAULT_CHUNKS.
 """
 
 from ..errors import ConfigError
-from . import gpipe, naive, one_f_one_b
+from . import gpipe, interleaved, looped_bfs, naive, one_f_one_b, zb_h1, zb_h2, zbv
 from .actions import Action, Schedule
 from .lower import lower
 from .validate import validate
 
 GENERATORS = {
-    "naive": naive.build,
-    "gpipe": gpipe.build,
-    "1f1b": one_f_one_b.build,
+    "naive": naive,
+    "gpipe": gpipe,
+    "1f1b": one_f_one_b,
+    "interleaved": interleaved,
+    "looped-bfs": looped_bfs,
+    "zb-h1": zb_h1,
+    "zb-h2": zb_h2,
+    "zbv": zbv,
 }
 
 
-# The bubble fraction the textbooks give, for equal stage costs and free messages.
+def default_chunks(name):
+    """Model chunks per rank a schedule uses unless told otherwise."""
+    return getattr(GENERATORS[name], "DEFAULT_CHUNKS", 1)
+
+
+def _one_f_one_b_like(P, m, V, c):
+    return (P - 1) / (m + P - 1)
+
+
+def _zb_h1(P, m, V, c):
+    """Qi et al.: bubble per rank (P-1)(F+B-W) after m(F+B+W) of work (m >= P)."""
+    bubble = (P - 1) * (c.F + c.B - c.W)
+    return bubble / (m * (c.F + c.B + c.W) + bubble) if m >= P else None
+
+
+# The bubble fraction of one flushed step the literature gives, for equal stage
+# costs and free messages. Costs are a rank's share: a chunk costs 1/V of it.
 BUBBLE_FORMULAS = {
-    "naive": lambda P, m: (P - 1) / P,
-    "gpipe": lambda P, m: (P - 1) / (m + P - 1),
-    "1f1b": lambda P, m: (P - 1) / (m + P - 1),
+    "naive": lambda P, m, V, c: (P - 1) / P,
+    "gpipe": _one_f_one_b_like,
+    "1f1b": _one_f_one_b_like,
+    "interleaved": lambda P, m, V, c: (P - 1) / (V * m + P - 1),
+    "looped-bfs": lambda P, m, V, c: (P - 1) / (V * m + P - 1),
+    "zb-h1": _zb_h1,
 }
 
 
-def make_schedule(name, num_ranks, num_microbatches, chunks=1):
+def make_schedule(name, num_ranks, num_microbatches, chunks=None):
     """The compute actions of schedule `name` (not yet lowered)."""
     if name not in GENERATORS:
         raise ConfigError(f"unknown schedule {name!r}: choose from {', '.join(GENERATORS)}")
@@ -34,14 +61,17 @@ def make_schedule(name, num_ranks, num_microbatches, chunks=1):
         raise ConfigError(f"need at least one pipeline rank, got {num_ranks}")
     if num_microbatches < 1:
         raise ConfigError(f"need at least one micro-batch, got {num_microbatches}")
-    if chunks != 1:
-        raise ConfigError(f"schedule {name!r} has one stage per rank; chunks={chunks} is not supported")
-    return GENERATORS[name](num_ranks, num_microbatches)
+    chunks = default_chunks(name) if chunks is None else chunks
+    if default_chunks(name) == 1 and chunks != 1:
+        raise ConfigError(f"schedule {name!r} has one stage per rank; --virtual-stages {chunks} "
+                          f"needs interleaved, looped-bfs or zbv")
+    return GENERATORS[name].build(num_ranks, num_microbatches, chunks)
 
 
-def plan(name, num_ranks, num_microbatches, chunks=1):
+def plan(name, num_ranks, num_microbatches, chunks=None):
     """make_schedule + validate: the lowered lists the engine runs."""
     return validate(make_schedule(name, num_ranks, num_microbatches, chunks))
 
 
-__all__ = ["Action", "Schedule", "GENERATORS", "BUBBLE_FORMULAS", "make_schedule", "lower", "validate", "plan"]
+__all__ = ["Action", "Schedule", "GENERATORS", "BUBBLE_FORMULAS", "default_chunks",
+           "make_schedule", "lower", "validate", "plan"]

@@ -10,6 +10,7 @@ Compute actions (printed as kind + micro-batch, e.g. F3, BW3):
     BW  full backward: input gradient and weight gradient together (GPipe, 1F1B)
     B   input gradient only: the part the previous stage is waiting for
     W   weight gradient only: needed by the optimizer, so it can wait
+    R   (traces only) the forward a backward repeats under --recompute
 Message actions, added by lower() (printed e.g. SEND_F3->r2, RECV_B3<-r2):
     SEND_F / RECV_F   an activation going forward to the next stage
     SEND_B / RECV_B   a gradient going backward to the previous stage
@@ -25,6 +26,7 @@ per rank, stage s simply lives on rank s. A generator may pass its own
 from dataclasses import dataclass, field
 
 F, BW, B, W = "F", "BW", "B", "W"
+RECOMPUTE = "R"
 SEND_F, RECV_F, SEND_B, RECV_B = "SEND_F", "RECV_F", "SEND_B", "RECV_B"
 COMPUTE = (F, BW, B, W)
 BACKWARD_INPUT = (BW, B)   # actions that produce the gradient the previous stage needs
@@ -41,7 +43,7 @@ class Action:
 
     @property
     def is_compute(self):
-        return self.kind in COMPUTE
+        return self.kind in COMPUTE or self.kind == RECOMPUTE
 
     def __str__(self):
         text = f"{self.kind}{self.microbatch}"

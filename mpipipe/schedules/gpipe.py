@@ -12,7 +12,7 @@ of all m micro-batches at the turn from forward to backward.
 from .actions import BW, F, Action, Schedule
 
 
-def build(num_ranks, num_microbatches):
+def build(num_ranks, num_microbatches, chunks=1):
     m = num_microbatches
     programs = []
     for _rank in range(num_ranks):

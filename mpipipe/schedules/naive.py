@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from .actions import BW, F, Action, Schedule
 
 
-def build(num_ranks, num_microbatches=1):
+def build(num_ranks, num_microbatches=1, chunks=1):
     if num_microbatches != 1:
         raise ConfigError("the naive schedule runs the whole batch as one micro-batch: "
                           "use --microbatches 1 (or gpipe / 1f1b to split the batch)")

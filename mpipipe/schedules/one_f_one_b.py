@@ -17,7 +17,7 @@ min(P-r, m) of them, instead of m.
 from .actions import BW, F, Action, Schedule
 
 
-def build(num_ranks, num_microbatches):
+def build(num_ranks, num_microbatches, chunks=1):
     P, m = num_ranks, num_microbatches
     programs = []
     for rank in range(P):
