@@ -5,8 +5,8 @@
     mpipipe topology --pp 4 --dp 2
 
 Each rank uses one BLAS thread unless OMP_NUM_THREADS or OPENBLAS_NUM_THREADS
-says otherwise: ranks, not threads, are what share the cores here. That has to
-be decided before NumPy is imported, hence the lazy imports below.
+says otherwise (see mpipipe/__init__.py). The heavier modules are imported
+inside the commands, so `--help` and usage errors answer at once.
 """
 
 import argparse
@@ -14,9 +14,6 @@ import json
 import os
 import sys
 import traceback
-
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
 
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
@@ -129,6 +126,8 @@ def build_parser():
     sim.add_argument("--costs", default="", help="action costs of a rank's share of the model, "
                      "e.g. F=1,B=1,W=1 (the defaults); the fused backward BW costs B+W unless "
                      "BW= is given; a chunk costs 1/V; comm= adds a latency to every message")
+    sim.add_argument("--stage-costs", default="", help="a factor per stage (P x V of them) "
+                     "multiplying its costs, e.g. 1,1,1,2 for a last stage twice as slow")
     sim.add_argument("--recompute", action="store_true", help="every backward first repeats "
                      "its forward (activation recomputation)")
     sim.add_argument("--width", type=positive_int, default=80, help="terminal columns (80)")
@@ -159,9 +158,10 @@ def cmd_simulate(args):
     from .timeline import render
 
     try:
-        costs = replace(Costs.parse(args.costs), recompute=args.recompute)
         m = args.microbatches or (1 if args.schedule == "naive" else 8)
         schedule = plan(args.schedule, args.stages, m, args.virtual_stages)
+        costs = replace(Costs.parse(args.costs), recompute=args.recompute,
+                        stage_factors=parse_stage_factors(args.stage_costs, schedule.num_stages))
     except (ConfigError, ScheduleError, ValueError) as error:
         print(f"mpipipe simulate: error: {error}", file=sys.stderr)
         return 2
@@ -169,8 +169,9 @@ def cmd_simulate(args):
     timeline = simulate(schedule, costs)
     steady_time, steady_bubble = steady_state(schedule, costs)
     formula = BUBBLE_FORMULAS.get(args.schedule)
-    textbook = formula(P, m, V, costs) if formula and costs.comm == 0 and not costs.recompute else None
-    ideal = m * (costs.of("F") + costs.of("BW"))
+    plain = costs.comm == 0 and not costs.recompute and not costs.stage_factors
+    textbook = formula(P, m, V, costs) if formula and plain else None
+    ideal = max(timeline.busy)       # the busiest rank's work, with no waiting at all
     summary = {"schedule": args.schedule, "stages": P, "virtual_stages": V, "microbatches": m,
                "costs": {"F": costs.F, "B": costs.B, "W": costs.W, "BW": costs.of("BW"),
                          "comm": costs.comm, "recompute": costs.recompute},
@@ -187,7 +188,8 @@ def cmd_simulate(args):
           f"B={costs.B:g} W={costs.W:g} (BW={costs.of('BW'):g}), comm={costs.comm:g}"
           + (", recompute" if costs.recompute else ""))
     print(render(timeline.events, P, timeline.makespan, width=args.width))
-    print(f"makespan         {timeline.makespan:g}   (one flushed step; the work alone is {ideal:g})")
+    print(f"makespan         {timeline.makespan:g}   (one flushed step; the busiest rank's "
+          f"work alone is {ideal:g})")
     line = f"bubble fraction  {timeline.bubble_fraction:.4f}"
     if textbook is not None:
         line += f"   (textbook, equal stages, no comm: {textbook:.4f})"
@@ -199,6 +201,18 @@ def cmd_simulate(args):
     if args.actions:
         print(schedule)
     return 0
+
+
+def parse_stage_factors(text, num_stages):
+    if not text:
+        return ()
+    try:
+        factors = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--stage-costs {text!r}: expected numbers like 1,1,1,2") from None
+    if len(factors) != num_stages or min(factors) <= 0:
+        raise ValueError(f"--stage-costs needs {num_stages} positive factors, one per stage")
+    return factors
 
 
 def cmd_topology(args):

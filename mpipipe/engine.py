@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from .layers import cache_nbytes
-from .p2p import BufferPool, PointToPoint, wait
+from .p2p import BufferPool, PointToPoint, wait, yield_phase
 from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, SEND_B, SEND_F, B, W, Action,
                                 message_tag)
 from .simulate import Event
@@ -48,7 +48,8 @@ class Engine:
         self.loss_fn, self.widths = loss_fn, widths
         self.microbatch_size, self.dtype = microbatch_size, dtype
         self.wait_mode, self.timeout, self.recompute = wait_mode, timeout, recompute
-        self.p2p = PointToPoint(topology.pipe, wait_mode, timeout)
+        self.patience = yield_phase(topology.node.Get_size()) if topology.node else 0.5e-3
+        self.p2p = PointToPoint(topology.pipe, wait_mode, timeout, self.patience)
         self.pool = BufferPool(xp)
         self.last_stage = schedule.num_stages - 1
         self.handlers = {F: self._forward, BW: self._backward, B: self._backward_input,
@@ -65,7 +66,8 @@ class Engine:
         self.stash, self.loss = {}, 0.0
         self.held = self.peak_held = self.held_bytes = self.peak_bytes = 0
         self.events, self.wait_time = [], 0.0
-        wait(self.topology.world.Ibarrier(), self.wait_mode, self.timeout, "the step barrier")
+        wait(self.topology.world.Ibarrier(), self.wait_mode, self.timeout, "the step barrier",
+             self.patience)
         self.t0 = time.perf_counter()
         for action in self.program:
             self.action_start = time.perf_counter()
@@ -167,7 +169,8 @@ class Engine:
 
         for stage in self.stages:
             request = data.Iallreduce(MPI.IN_PLACE, stage.flat_grads, op=MPI.SUM)
-            wait(request, self.wait_mode, self.timeout, "the data-parallel all-reduce")
+            wait(request, self.wait_mode, self.timeout, "the data-parallel all-reduce",
+                 self.patience)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -94,12 +94,12 @@ class GELU(Layer):
 
     def forward(self, x):
         xp = array_module(x)
-        t = xp.tanh(self.C * (x + self.K * x**3))
+        t = xp.tanh(self.C * (x + self.K * (x * x * x)))   # x**3 is ~100x slower in float32
         return 0.5 * x * (1.0 + t), (x, t)
 
     def backward_input(self, dy, cache, need_dx=True):
         x, t = cache
-        dt = self.C * (1.0 + 3.0 * self.K * x**2)
+        dt = self.C * (1.0 + 3.0 * self.K * (x * x))
         return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt)
 
 

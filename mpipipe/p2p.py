@@ -8,16 +8,19 @@ buffers allocated once and reused (uppercase Recv: raw bytes, no pickling).
 How a rank waits matters when ranks outnumber cores. MPICH's blocking Wait
 spins: a rank waiting 2 s burns 2 s of a core that a busy rank could use. The
 default here ("poll") tests the request in a loop that first yields the core
-(sched_yield, for 0.5 ms: short waits stay short) and then sleeps, doubling the
-sleep from 20 us up to 0.5 ms, so a rank in a long wait costs next to no CPU
-and notices its message at most ~0.5 ms late. "block" uses MPI's own Wait.
+(sched_yield: short waits stay short) and then sleeps, doubling the sleep from
+20 us up to 0.5 ms, so a rank in a long wait costs next to no CPU and notices
+its message at most ~0.5 ms late. How long to yield before sleeping depends on
+whether the node has a core per rank (`yield_phase`): 10 ms if it has (nobody
+else wants the core, and a sleeping rank answers late), 0.5 ms if ranks
+outnumber cores (the core is better given to a rank that computes).
+MPIPIPE_YIELD_US overrides it. "block" uses MPI's own Wait.
 `timeout` turns a wait that would hang into an error naming what was awaited.
 """
 
 import os
 import time
 
-YIELD_PHASE = float(os.environ.get("MPIPIPE_YIELD_US", "500")) * 1e-6
 MIN_SLEEP = 20e-6
 MAX_SLEEP = float(os.environ.get("MPIPIPE_POLL_MAX_US", "500")) * 1e-6
 
@@ -26,7 +29,18 @@ class WaitTimeout(RuntimeError):
     """A receive or collective did not complete within --timeout seconds."""
 
 
-def wait(request, mode="poll", timeout=None, what="a message"):
+def yield_phase(ranks_on_node):
+    """Seconds a waiting rank yields before it starts to sleep (see the module docstring)."""
+    if "MPIPIPE_YIELD_US" in os.environ:
+        return float(os.environ["MPIPIPE_YIELD_US"]) * 1e-6
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 10e-3 if ranks_on_node <= (cores or 1) else 0.5e-3
+
+
+DEFAULT_YIELD = 0.5e-3
+
+
+def wait(request, mode="poll", timeout=None, what="a message", patience=DEFAULT_YIELD):
     """Complete `request`; return the seconds spent waiting."""
     start = time.perf_counter()
     if mode == "block" and timeout is None:
@@ -39,7 +53,7 @@ def wait(request, mode="poll", timeout=None, what="a message"):
             raise WaitTimeout(f"waited more than {timeout:g} s for {what}")
         if mode == "block":
             continue
-        if now - start < YIELD_PHASE:
+        if now - start < patience:
             os.sched_yield()    # short waits: give the core away, but stay runnable
         else:
             delay = min(max(2 * delay, MIN_SLEEP), MAX_SLEEP)
@@ -65,8 +79,8 @@ class BufferPool:
 class PointToPoint:
     """Isend/Recv between the ranks of one pipeline communicator."""
 
-    def __init__(self, comm, wait_mode="poll", timeout=None):
-        self.comm, self.wait_mode, self.timeout = comm, wait_mode, timeout
+    def __init__(self, comm, wait_mode="poll", timeout=None, patience=DEFAULT_YIELD):
+        self.comm, self.wait_mode, self.timeout, self.patience = comm, wait_mode, timeout, patience
         self.pending = []   # (request, array) of sends not yet known to be complete
 
     def send(self, array, peer, tag):
@@ -76,7 +90,8 @@ class PointToPoint:
     def recv(self, buffer, peer, tag, what="a message"):
         """Receive into `buffer`; return the seconds spent waiting."""
         request = self.comm.Irecv(buffer, source=peer, tag=tag)
-        return wait(request, self.wait_mode, self.timeout, f"{what} from rank {peer}")
+        return wait(request, self.wait_mode, self.timeout, f"{what} from rank {peer}",
+                    self.patience)
 
     def reap(self):
         """Forget sends that have completed (lets their arrays be freed)."""
@@ -85,7 +100,7 @@ class PointToPoint:
     def finish(self):
         """Complete every outstanding send (end of a step)."""
         for request, _ in self.pending:
-            wait(request, self.wait_mode, self.timeout, "a send to complete")
+            wait(request, self.wait_mode, self.timeout, "a send to complete", self.patience)
         self.pending = []
 
 

@@ -34,14 +34,17 @@ class Costs:
     BW: float | None = None
     comm: float = 0.0
     recompute: bool = False
+    stage_factors: tuple = ()   # per stage, multiplies its costs (e.g. a slower last stage)
 
-    def of(self, kind, chunks=1):
+    def of(self, kind, chunks=1, stage=None):
         if kind == BW:
             cost = self.B + self.W if self.BW is None else self.BW
         else:
             cost = {F: self.F, B: self.B, W: self.W}[kind]
         if self.recompute and kind in BACKWARD_INPUT:
             cost += self.F
+        if stage is not None and stage < len(self.stage_factors):
+            cost *= self.stage_factors[stage]
         return cost / chunks
 
     @classmethod
@@ -123,7 +126,7 @@ def walk(schedule, costs=Costs()):
             elif kind in COMPUTE:
                 _check_inputs_ready(schedule, rank, action, done)
                 start = clock[rank]
-                clock[rank] += costs.of(kind, schedule.chunks)
+                clock[rank] += costs.of(kind, schedule.chunks, schedule.stage(rank, action.chunk))
                 busy[rank] += clock[rank] - start
                 events.append(Event(rank, action, start, clock[rank]))
             else:

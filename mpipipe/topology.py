@@ -31,6 +31,7 @@ class Topology:
     world: object = None    # the communicators, None when only planning
     pipe: object = None
     data: object = None
+    node: object = None     # the ranks sharing this rank's node (Split_type SHARED)
 
 
 def world_rank_of(pp_index, dp_index, pp):
@@ -53,7 +54,10 @@ def build(comm, pp, dp):
     dp_index, pp_index = divmod(rank, pp)
     pipe = comm.Split(color=dp_index, key=pp_index)
     data = comm.Split(color=pp_index, key=dp_index)
-    return Topology(pp, dp, rank, pp_index, dp_index, comm, pipe, data)
+    from mpi4py import MPI
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    return Topology(pp, dp, rank, pp_index, dp_index, comm, pipe, data, node)
 
 
 def grid(pp, dp):

@@ -32,6 +32,7 @@ class Run:
     topology: object
     stages: list        # this rank's Stage per chunk (weights after training)
     weights: list = None  # on rank 0 only: each replica's whole flat parameter vector
+    events: list = None   # on rank 0 only: replica 0's actions in the last step (seconds)
 
 
 def check_tolerance(dtype):
@@ -77,8 +78,10 @@ def run_training(config, comm=None, log=None, check=False):
             "params": {s: st.flat_params.copy() for s, st in zip(my_stages, stages)}}
     quiet_barrier(comm, c.wait, c.timeout)
     gathered = comm.gather(mine, root=0)
-    result = weights = None
+    result = weights = events = None
     if comm.Get_rank() == 0:
+        events = [Event(g["pp_index"], a, start, end) for g in gathered if g["dp_index"] == 0
+                  for a, start, end in g["events"]]
         weights = []
         for d in range(c.dp):
             by_stage = {s: p for g in gathered if g["dp_index"] == d for s, p in g["params"].items()}
@@ -86,7 +89,7 @@ def run_training(config, comm=None, log=None, check=False):
         result = _summarise(plan, gathered, losses, step_times, weights, check)
     quiet_barrier(comm, c.wait, c.timeout)   # rank 0 may take a while (--check)
     result = comm.bcast(result, root=0)
-    return Run(result, plan, grid, stages, weights)
+    return Run(result, plan, grid, stages, weights, events)
 
 
 def _microbatches(plan, grid, step):

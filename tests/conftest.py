@@ -6,13 +6,11 @@ and aborts the whole MPI job. The MPI tests also make every verdict collective
 (all ranks assert the same thing), so usually all ranks fail together anyway.
 """
 
-import os
 import sys
 
 import pytest
 
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
+import mpipipe  # noqa: F401  (one BLAS thread per process, before NumPy loads)
 
 
 @pytest.hookimpl(trylast=True)

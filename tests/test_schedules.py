@@ -146,3 +146,125 @@ def test_communication_latency_lengthens_the_critical_path():
     P, m, c = 4, 8, 0.25
     base = simulate(plan("gpipe", P, m)).makespan
     assert simulate(plan("gpipe", P, m), Costs(comm=c)).makespan == pytest.approx(base + 2 * (P - 1) * c)
+
+
+# -- the schedules of the zero-bubble and interleaving papers ------------------------------
+
+ALL = ["naive", "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1", "zb-h2", "zbv"]
+
+
+def accepted_microbatches(name, P):
+    """The m each schedule accepts (see each generator's docstring)."""
+    if name == "naive":
+        return [1]
+    if name == "interleaved":
+        return [P, 2 * P, 3 * P]
+    if name == "looped-bfs":
+        return [P, P + 1, 2 * P, 3 * P + 1]
+    return [1, 2, P - 1, P, 2 * P, 3 * P + 1]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("P", range(2, 9))
+def test_every_schedule_validates(name, P):
+    for m in accepted_microbatches(name, P):
+        if m >= 1:
+            validate(make_schedule(name, P, m))
+
+
+@pytest.mark.parametrize("P", [2, 3, 4, 6, 8])
+@pytest.mark.parametrize("costs", [Costs(), Costs(F=1, B=2, W=1), Costs(F=2, B=1, W=0.5)])
+def test_bubble_per_rank_1f1b_and_zb_h1(P, costs):
+    """Qi et al.: one flushed step lasts m(F+B+W) plus the bubble: 1f1b (P-1)(F+B+W),
+    zb-h1 (P-1)(F+B-W); with P=4, m=8 and unit costs, 33 and 27."""
+    m = 2 * P
+    work = m * (costs.F + costs.B + costs.W)
+    assert simulate(plan("1f1b", P, m), costs).makespan == pytest.approx(
+        work + (P - 1) * (costs.F + costs.B + costs.W))
+    assert simulate(plan("zb-h1", P, m), costs).makespan == pytest.approx(
+        work + (P - 1) * (costs.F + costs.B - costs.W))
+
+
+def test_the_papers_example_numbers():
+    assert simulate(plan("1f1b", 4, 8)).makespan == 33
+    assert simulate(plan("zb-h1", 4, 8)).makespan == 27
+
+
+@pytest.mark.parametrize("P", [2, 3, 4, 6, 8])
+def test_zb_h2_has_no_bubble_in_the_steady_state(P):
+    """(P-1)(F+B-2W) = 0 with unit costs: back-to-back steps take exactly m(F+B+W).
+    One flushed step still pays the parallelogram's edges."""
+    from mpipipe.simulate import steady_state
+
+    m = 2 * P
+    schedule = plan("zb-h2", P, m)
+    per_step, bubble = steady_state(schedule)
+    assert per_step == pytest.approx(3 * m) and bubble == pytest.approx(0, abs=1e-12)
+    assert simulate(schedule).makespan > 3 * m
+    assert steady_state(plan("1f1b", P, m))[0] == pytest.approx(3 * m + 3 * (P - 1))
+
+
+@pytest.mark.parametrize("P", [2, 3, 4, 5, 8])
+def test_peak_stash_on_the_first_rank(P):
+    m = 3 * P
+    assert peak_stash(make_schedule("1f1b", P, m))[0] == P
+    assert peak_stash(make_schedule("zb-h1", P, m))[0] == P
+    assert peak_stash(make_schedule("zb-h2", P, m))[0] == 2 * P - 1
+    assert peak_stash(make_schedule("gpipe", P, m))[0] == m
+    # zbv counts half-size chunk-micro-batches: 2P of them are 1F1B's P micro-batches
+    assert max(peak_stash(make_schedule("zbv", P, m))) <= 2 * P
+
+
+@pytest.mark.parametrize("P,m,V", [(2, 4, 2), (4, 8, 2), (4, 8, 4), (4, 12, 3), (8, 16, 2)])
+def test_interleaved_bubble_over_ideal_is_p_minus_1_over_v_m(P, m, V):
+    """Narayanan et al. 2021: bubble time / ideal compute time = (P-1) / (V m)."""
+    timeline = simulate(plan("interleaved", P, m, V))
+    ideal = m * 3
+    assert (timeline.makespan - ideal) / ideal == pytest.approx((P - 1) / (V * m))
+    assert timeline.bubble_fraction < simulate(plan("1f1b", P, m)).bubble_fraction
+
+
+@pytest.mark.parametrize("P,m,V", [(2, 4, 2), (4, 8, 2), (4, 5, 3)])
+def test_looped_bfs_is_gpipe_over_v_m_virtual_microbatches(P, m, V):
+    assert simulate(plan("looped-bfs", P, m, V)).bubble_fraction == pytest.approx(
+        (P - 1) / (V * m + P - 1))
+    assert peak_stash(make_schedule("looped-bfs", P, m, V)) == [V * m] * P
+
+
+def test_zbv_is_a_v():
+    schedule = make_schedule("zbv", 4, 8)
+    assert schedule.stage_map == [[0, 7], [1, 6], [2, 5], [3, 4]]
+    assert schedule.place(7) == (0, 1)          # the first rank computes the loss
+    lowered = lower(schedule)
+    turn = [a for a in lowered.programs[3] if a.kind.startswith(("SEND", "RECV"))]
+    assert all(a.peer == 2 for a in turn)       # stages 3 -> 4 hand over without a message
+    assert simulate(lowered).bubble_fraction < simulate(plan("zb-h1", 4, 8)).bubble_fraction
+
+
+@pytest.mark.parametrize("args,message", [
+    (("interleaved", 4, 6, 2), "multiple of the pipeline size"),
+    (("interleaved", 4, 8, 1), "--virtual-stages 2 or more"),
+    (("looped-bfs", 4, 2, 2), "at least as many micro-batches as ranks"),
+    (("zbv", 4, 8, 3), "always has 2 chunks"),
+    (("1f1b", 4, 8, 2), "one stage per rank"),
+])
+def test_chunked_schedules_say_what_they_accept(args, message):
+    with pytest.raises(ConfigError, match=message):
+        make_schedule(*args)
+
+
+def test_recompute_adds_one_forward_to_every_backward():
+    P, m = 4, 8
+    base = simulate(plan("1f1b", P, m))
+    again = simulate(plan("1f1b", P, m), Costs(recompute=True))
+    assert sum(again.busy) == pytest.approx(sum(base.busy) + P * m * 1.0)
+    assert again.makespan == pytest.approx((m + P - 1) * 4)
+
+
+def test_unequal_stages_and_messages_break_the_promise():
+    P, m = 4, 8
+    slow_last = simulate(plan("1f1b", P, m), Costs(stage_factors=(1, 1, 1, 2)))
+    # the slowest stage sets the pace: m of its (F + BW) plus the others' warm-up and cool-down
+    assert slow_last.makespan == pytest.approx(m * 6 + (P - 1) * 3)
+    latency = simulate(plan("zb-h1", P, m), Costs(comm=0.5))
+    assert latency.makespan > simulate(plan("zb-h1", P, m)).makespan

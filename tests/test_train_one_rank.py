@@ -34,3 +34,19 @@ def test_result_has_the_promised_fields():
                 "bubble_fraction", "peak_stash"):
         assert key in run.result
     assert run.result["peak_stash"] == [1]       # one stage: 1F1B keeps min(P - 0, m) = 1
+
+
+def test_recompute_keeps_only_inputs_and_traces_the_extra_forward():
+    settings = dict(schedule="gpipe", microbatches=4, global_batch=32, steps=2, layers=4,
+                    hidden=16, samples=100, optimizer="sgd")
+    stash = run_training(TrainConfig(**settings), MPI.COMM_SELF)
+    again = run_training(TrainConfig(recompute=True, **settings), MPI.COMM_SELF)
+    assert again.result["losses"] == stash.result["losses"]
+    assert relative_error(again.weights[0], stash.weights[0]) == 0.0
+    assert again.result["peak_stash"] == stash.result["peak_stash"] == [4]
+    # 4 micro-batches of 8 x 2 inputs (float64) instead of every layer's activations
+    assert again.result["peak_stash_bytes"] == [4 * 8 * 2 * 8]
+    assert stash.result["peak_stash_bytes"][0] > 10 * again.result["peak_stash_bytes"][0]
+    kinds = [e.action.kind for e in again.events]
+    assert kinds.count("R") == 4 and "R" not in [e.action.kind for e in stash.events]
+    assert kinds.index("R") == kinds.index("BW") - 1      # right before its backward

@@ -27,19 +27,25 @@ SETTINGS = {
     "naive": dict(optimizer="sgd", data="teacher", layernorm=True),
     "gpipe": dict(optimizer="adam", data="spiral", partition="params"),
     "1f1b": dict(optimizer="sgd", data="teacher", activation="relu"),
+    "interleaved": dict(optimizer="sgd", data="spiral"),
+    "looped-bfs": dict(optimizer="adam", data="teacher", layernorm=True),
+    "zb-h1": dict(optimizer="sgd", data="teacher", layernorm=True),
+    "zb-h2": dict(optimizer="sgd", data="spiral", activation="relu"),
+    "zbv": dict(optimizer="sgd", data="teacher", layernorm=True, partition="params"),
 }
 
 
 @pytest.mark.mpi(min_size=2)
-@pytest.mark.parametrize("schedule", ["naive", "gpipe", "1f1b"])
+@pytest.mark.parametrize("recompute", [False, True], ids=["stash", "recompute"])
+@pytest.mark.parametrize("schedule", list(SETTINGS))
 @pytest.mark.parametrize("pp,dp", CASES)
-def test_pipeline_trains_exactly_like_one_process(schedule, pp, dp):
+def test_pipeline_trains_exactly_like_one_process(schedule, pp, dp, recompute):
     comm = group_of(pp * dp)
     microbatches = 1 if schedule == "naive" else 4
     config = TrainConfig(pp=pp, dp=dp, schedule=schedule, microbatches=microbatches,
-                         global_batch=24 if schedule == "naive" else 32, steps=3, layers=5,
+                         global_batch=24 if schedule == "naive" else 32, steps=3, layers=9,
                          hidden=12, input_dim=6, output_dim=3, samples=200, timeout=60,
-                         **SETTINGS[schedule])
+                         recompute=recompute, **SETTINGS[schedule])
     run = run_training(config, comm)
     problems = []
     if comm.Get_rank() == 0:
