@@ -110,8 +110,16 @@ def build_parser():
     r.add_argument("--log-every", type=int, help="print the loss every N steps (default steps/20)")
     r.add_argument("--check", action="store_true", help="re-run the training in one process "
                    "and fail unless losses and weights agree (float64: rel. error < 1e-9)")
-    r.add_argument("--json", action="store_true", help="end with one line of JSON: the summary")
-    r.add_argument("--quiet", action="store_true", help="no per-step lines")
+    r.add_argument("--json", action="store_true", help="end with one line of JSON: the summary "
+                   "(and no progress bar)")
+    r.add_argument("--quiet", action="store_true", help="no per-step lines, no progress bar")
+    v = train.add_argument_group("pictures and traces")
+    v.add_argument("--timeline", metavar="FILE.png", help="draw the last step as it ran "
+                   "(needs matplotlib: the plot extra)")
+    v.add_argument("--compare", action="store_true", help="with --timeline: draw the plan (the "
+                   "simulator, with the measured mean action times) above the measurement")
+    v.add_argument("--trace", metavar="FILE.json", help="save every action of every step as a "
+                   "Chrome trace (open in ui.perfetto.dev; `mpipipe report FILE.json`)")
     train.set_defaults(func=cmd_train)
 
     sim = commands.add_parser(
@@ -133,7 +141,17 @@ def build_parser():
     sim.add_argument("--width", type=positive_int, default=80, help="terminal columns (80)")
     sim.add_argument("--actions", action="store_true", help="also print every rank's action list")
     sim.add_argument("--json", action="store_true", help="print one JSON object instead")
+    sim.add_argument("--timeline", metavar="FILE.png", help="also draw the plan as a PNG "
+                     "(needs matplotlib: the plot extra)")
     sim.set_defaults(func=cmd_simulate)
+
+    rep = commands.add_parser("report", help="where the time went, from a saved trace",
+                              description="Per rank: compute, waiting for messages, idle, "
+                              "bubble fraction; and the slowest stage. Reads a trace written "
+                              "by `mpipipe train --trace FILE.json`.")
+    rep.add_argument("trace", metavar="FILE.json")
+    rep.add_argument("--json", action="store_true", help="print one JSON object instead")
+    rep.set_defaults(func=cmd_report)
 
     top = commands.add_parser("topology", help="print the rank grid of a pp x dp run",
                               description="Print which world rank holds which stage of which "
@@ -204,6 +222,26 @@ def cmd_simulate(args):
           f"{'chunk-' if V > 1 else ''}micro-batches (rank 0..{P - 1})")
     if args.actions:
         print(schedule)
+    if args.timeline:
+        from .plot import draw
+
+        title = (f"plan: {args.schedule}, P={P}, m={m}" + (f", V={V}" if V > 1 else "")
+                 + f", bubble {timeline.bubble_fraction:.3f}")
+        draw(args.timeline, [(timeline.events, P, title, "time units")])
+        print(f"timeline drawn in {args.timeline}")
+    return 0
+
+
+def cmd_report(args):
+    from .report import format_report, summarise
+    from .trace import load
+
+    try:
+        summary = summarise(load(args.trace))
+    except (OSError, ValueError, KeyError) as error:
+        print(f"mpipipe report: error: cannot read {args.trace}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary) if args.json else format_report(summary))
     return 0
 
 
@@ -244,14 +282,30 @@ def cmd_train(args):
         lr=args.lr, optimizer=args.optimizer, data=args.data, samples=args.samples,
         input_dim=args.input_dim, output_dim=args.output_dim, partition=args.partition,
         wait=args.wait, timeout=args.timeout, log_every=args.log_every)
-    log = None if args.quiet else (lambda line: print(line, flush=True))
+    from .progress import Progress
+
+    progress = Progress(args.steps, args.global_batch, enabled=rank == 0 and not (args.quiet or args.json))
+    log = None if args.quiet else progress.print
     try:
         check_launcher(comm.Get_size())
-        run = run_training(config, comm, log=log, check=args.check)
+        if args.compare and not args.timeline:
+            raise ConfigError("--compare draws into the --timeline picture: give --timeline FILE.png")
+        if args.timeline and rank == 0:
+            from .plot import _pyplot
+
+            _pyplot()     # fail now, not after the training, if matplotlib is missing
+        run = run_training(config, comm, log=log, check=args.check, on_step=progress.update,
+                           keep_all_steps=bool(args.trace))
+        progress.close()
     except (ConfigError, ScheduleError) as error:
         if rank == 0:
             print(f"mpipipe train: error: {error}", file=sys.stderr, flush=True)
         return 2
+    except RuntimeError as error:
+        if "matplotlib" not in str(error):
+            raise
+        print(f"mpipipe train: error: {error}", file=sys.stderr, flush=True)
+        comm.Abort(2)
     except Exception:
         text = "".join(f"[rank {rank}] {line}\n" for line in traceback.format_exc().splitlines())
         sys.stderr.write(text)
@@ -260,10 +314,47 @@ def cmd_train(args):
         os._exit(1)   # Abort may return before the launcher has ended this process
     if rank == 0:
         print_summary(run.result)
+        save_pictures(args, run)
         if args.json:
             summary = {k: v for k, v in run.result.items() if k != "timeline"}
             print(json.dumps(summary), flush=True)
     return 0 if run.result.get("check", {}).get("passed", True) else 1
+
+
+def save_pictures(args, run):
+    """--trace and --timeline (rank 0, after training)."""
+    r = run.result
+    if args.trace:
+        from .trace import chrome_trace, save
+
+        meta = {k: r[k] for k in ("schedule", "pp", "dp", "microbatches", "virtual_stages",
+                                  "recompute", "global_batch", "dtype")}
+        save(args.trace, chrome_trace(run.records, meta))
+        print(f"trace saved in {args.trace} (mpipipe report {args.trace})", flush=True)
+    if args.timeline:
+        from .plot import draw
+        from .simulate import Event, costs_from_events, simulate
+
+        in_ms = [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in run.events]
+        chunks = run.plan.schedule.chunks
+        name = (f"{r['schedule']}, P={r['pp']}, m={r['microbatches']}"
+                + (f", V={chunks}" if chunks > 1 else "") + (", recompute" if r["recompute"] else ""))
+        panels = [(in_ms, r["pp"], f"measured: {name}, bubble {r['bubble_fraction']:.3f} "
+                   f"(median), this step {measured_bubble(in_ms, r['pp']):.3f}", "ms")]
+        if args.compare:
+            costs = costs_from_events(in_ms, chunks, r["recompute"])
+            planned = simulate(run.plan.schedule, costs)
+            panels.insert(0, (planned.events, r["pp"], f"plan with the measured mean action "
+                              f"times: {name}, bubble {planned.bubble_fraction:.3f}", "ms"))
+        draw(args.timeline, panels)
+        print(f"timeline drawn in {args.timeline}", flush=True)
+
+
+def measured_bubble(events, num_ranks):
+    compute = [e for e in events if e.action.is_compute]
+    span = max((e.end for e in compute), default=0.0)
+    busy = sum(e.end - e.start for e in compute)
+    return 1.0 - busy / (num_ranks * span) if span else 0.0
 
 
 def check_launcher(world_size):

@@ -148,6 +148,19 @@ def simulate(schedule, costs=Costs()):
     return walk(lower(schedule), costs)
 
 
+def costs_from_events(events, chunks=1, recompute=False):
+    """A cost model from measured actions: the mean time of each kind (per rank's share)."""
+    from statistics import mean
+
+    times = {}
+    for e in events:
+        if e.action.kind in COMPUTE:
+            times.setdefault(e.action.kind, []).append(e.end - e.start)
+    values = {kind: mean(v) * chunks for kind, v in times.items()}
+    return Costs(F=values.get(F, 1.0), B=values.get(B, 1.0), W=values.get(W, 1.0),
+                 BW=values.get(BW), recompute=recompute)
+
+
 def steady_state(schedule, costs=Costs()):
     """Time per step once steps follow each other without a flush.
 

@@ -42,8 +42,9 @@ def render(events, num_ranks, makespan=None, width=80, title=None, unit="time un
             lines.append(f"rank {rank:>{prefix - 7}} |{text}")
     if makespan > 0:
         chunks = max((e.action.chunk for e in compute), default=0)
-        lines.append(f"{'':>{prefix}}one column = {1 / scale:.3g} {unit}; '{IDLE}' = not computing"
-                     + ("; lower case = odd chunk" if chunks else ""))
+        lines.append(f"{'':>{prefix}}one column = {1 / scale:.3g} {unit}; '{IDLE}' = not computing")
+        if chunks:
+            lines.append(f"{'':>{prefix}}lower case: actions of odd model chunks")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ class Run:
     stages: list        # this rank's Stage per chunk (weights after training)
     weights: list = None  # on rank 0 only: each replica's whole flat parameter vector
     events: list = None   # on rank 0 only: replica 0's actions in the last step (seconds)
+    records: list = None  # on rank 0 only: every rank's kept steps, for trace.chrome_trace
 
 
 def check_tolerance(dtype):
@@ -40,8 +41,14 @@ def check_tolerance(dtype):
     return 1e-9 if dtype == "float64" else 1e-4
 
 
-def run_training(config, comm=None, log=None, check=False):
-    """Train with `config` on `comm` (default: COMM_WORLD). `log(line)` is called on rank 0."""
+def run_training(config, comm=None, log=None, check=False, on_step=None, keep_all_steps=False):
+    """Train with `config` on `comm` (default: COMM_WORLD).
+
+    On rank 0, `log(line)` receives the human-readable lines and `on_step(step,
+    loss)` is called after every step (for a progress bar). The per-action
+    timestamps of every step are kept for a trace when `keep_all_steps`,
+    otherwise those of the last step only.
+    """
     if comm is None:
         from mpi4py import MPI
 
@@ -55,9 +62,12 @@ def run_training(config, comm=None, log=None, check=False):
     engine = Engine(plan.schedule, grid, stages, optimizers, LOSSES[plan.dataset.loss](),
                     plan.widths, plan.microbatch_size, np.dtype(c.dtype), np, c.wait, c.timeout,
                     recompute=c.recompute)
-    say = log if (log and comm.Get_rank() == 0) else (lambda line: None)
+    rank0 = comm.Get_rank() == 0
+    say = log if (log and rank0) else (lambda line: None)
     say(_banner(plan))
-    losses, step_times, busy, ends, waits = [], [], [], [], []
+    losses, step_times, busy, ends, waits, history = [], [], [], [], [], []
+    quiet_barrier(comm, c.wait, c.timeout)
+    run_start = time.perf_counter()
     for step in range(c.steps):
         inputs, targets = _microbatches(plan, grid, step)
         start = time.perf_counter()
@@ -69,27 +79,34 @@ def run_training(config, comm=None, log=None, check=False):
         busy.append(sum(e.end - e.start for e in compute))
         ends.append(max((e.end for e in compute), default=0.0))
         waits.append(engine.wait_time)
+        if keep_all_steps or step == c.steps - 1:
+            history.append((step, engine.t0 - run_start,
+                            [(e.action, e.start, e.end) for e in engine.events]))
         if (step + 1) % c.log_every == 0 or step in (0, c.steps - 1):
             say(f"step {step + 1:>5}/{c.steps}  loss {loss:.6f}  "
                 f"({step_times[-1] * 1e3:.2f} ms)")
-    mine = {"pp_index": grid.pp_index, "dp_index": grid.dp_index, "busy": busy, "ends": ends,
-            "waits": waits, "events": [(e.action, e.start, e.end) for e in engine.events],
+        if on_step and rank0:
+            on_step(step + 1, loss)
+    mine = {"world_rank": grid.world_rank, "pp_index": grid.pp_index, "dp_index": grid.dp_index,
+            "busy": busy, "ends": ends, "waits": waits, "history": history,
             "peak_stash": engine.peak_held, "peak_stash_bytes": engine.peak_bytes,
             "params": {s: st.flat_params.copy() for s, st in zip(my_stages, stages)}}
     quiet_barrier(comm, c.wait, c.timeout)
     gathered = comm.gather(mine, root=0)
-    result = weights = events = None
-    if comm.Get_rank() == 0:
-        events = [Event(g["pp_index"], a, start, end) for g in gathered if g["dp_index"] == 0
-                  for a, start, end in g["events"]]
-        weights = []
+    run = Run(None, plan, grid, stages)
+    if rank0:
+        run.records = [(g["world_rank"], g["pp_index"], g["dp_index"], step, offset, actions)
+                       for g in gathered for step, offset, actions in g["history"]]
+        run.events = [Event(pp, a, start, end) for _, pp, dp, step, _, actions in run.records
+                      if dp == 0 and step == c.steps - 1 for a, start, end in actions]
+        run.weights = []
         for d in range(c.dp):
             by_stage = {s: p for g in gathered if g["dp_index"] == d for s, p in g["params"].items()}
-            weights.append(np.concatenate([by_stage[s] for s in sorted(by_stage)]))
-        result = _summarise(plan, gathered, losses, step_times, weights, check)
+            run.weights.append(np.concatenate([by_stage[s] for s in sorted(by_stage)]))
+        run.result = _summarise(plan, gathered, losses, step_times, run.events, run.weights, check)
     quiet_barrier(comm, c.wait, c.timeout)   # rank 0 may take a while (--check)
-    result = comm.bcast(result, root=0)
-    return Run(result, plan, grid, stages, weights, events)
+    run.result = comm.bcast(run.result, root=0)
+    return run
 
 
 def _microbatches(plan, grid, step):
@@ -117,7 +134,7 @@ def _sum_over_world(comm, value, c):
     return float(buffer[0])
 
 
-def _summarise(plan, gathered, losses, step_times, weights, check):
+def _summarise(plan, gathered, losses, step_times, events, weights, check):
     c = plan.config
     measured = slice(1, None) if c.steps > 1 else slice(None)   # step 1 warms caches up
     bubbles = []
@@ -126,8 +143,7 @@ def _summarise(plan, gathered, losses, step_times, weights, check):
         total_busy = sum(g["busy"][step] for g in gathered)
         bubbles.append(1.0 - total_busy / (len(gathered) * makespan) if makespan > 0 else 0.0)
     replica0 = sorted((g for g in gathered if g["dp_index"] == 0), key=lambda g: g["pp_index"])
-    events = [Event(g["pp_index"], a, 1e3 * s, 1e3 * e)
-              for g in replica0 for a, s, e in g["events"]]
+    in_ms = [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in events]
     planned = simulate(plan.schedule, Costs(recompute=c.recompute))
     result = {
         "schedule": c.schedule, "pp": c.pp, "dp": c.dp, "microbatches": c.microbatches,
@@ -142,7 +158,7 @@ def _summarise(plan, gathered, losses, step_times, weights, check):
         "comm_wait_s": [statistics.median(g["waits"][measured]) for g in replica0],
         "peak_stash": [g["peak_stash"] for g in replica0],
         "peak_stash_bytes": [g["peak_stash_bytes"] for g in replica0],
-        "timeline": render(events, c.pp, unit="ms"),
+        "timeline": render(in_ms, c.pp, unit="ms"),
     }
     if plan.dataset.loss == "cross-entropy":
         result["accuracy"] = _accuracy(plan, weights[0])

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 if [ -z "${PYTHON:-}" ]; then
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[mpich,test]'
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[mpich,test,plot]'
     PYTHON=.venv/bin/python
 fi
 BIN=$(cd "$(dirname "$PYTHON")" && pwd)

@@ -1,0 +1,78 @@
+"""Timelines as pictures (matplotlib, the `plot` extra).
+
+One row per rank, time to the right, one box per action: F blue, B (or the
+fused BW) green, W orange, a recomputed forward purple; odd model chunks in a
+lighter shade; the micro-batch number inside the box when it fits. Waiting for
+a message is a hatched grey box; time that is neither is left empty: that
+white space is the bubble. The plan (simulator) and the measurement (engine)
+are drawn by the same function, so `compare` can stack them.
+"""
+
+COLOURS = {"F": ("#2f6db5", "#8fb3e0"), "BW": ("#2e8b57", "#93cfa9"),
+           "B": ("#2e8b57", "#93cfa9"), "W": ("#e08a1e", "#f2c48a"),
+           "R": ("#7b4fa0", "#c2a7d8")}
+WAIT_COLOUR = "#bbbbbb"
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("drawing PNG timelines needs matplotlib: pip install 'mpipipe[plot]'") \
+            from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _draw(ax, events, num_ranks, title, unit, end):
+    for e in events:
+        kind = e.action.kind
+        width = e.end - e.start
+        if kind in COLOURS:
+            colour = COLOURS[kind][e.action.chunk % 2]
+            ax.barh(e.rank, width, left=e.start, height=0.8, color=colour, edgecolor="white",
+                    linewidth=0.5)
+            if width > end / 60:
+                ax.text(e.start + width / 2, e.rank, str(e.action.microbatch), ha="center",
+                        va="center", fontsize=7, color="white")
+        elif kind.startswith("RECV") and width > end / 400:
+            ax.barh(e.rank, width, left=e.start, height=0.5, color="none",
+                    edgecolor=WAIT_COLOUR, hatch="////", linewidth=0)
+    ax.set_yticks(range(num_ranks))
+    ax.set_yticklabels([f"rank {r}" for r in range(num_ranks)])
+    ax.set_ylim(num_ranks - 0.5, -0.5)
+    ax.set_xlim(0, end)
+    ax.set_xlabel(unit)
+    ax.set_title(title, fontsize=10)
+
+
+def _legend(figure):
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=COLOURS[k][0], label=label) for k, label in
+               (("F", "F forward"), ("B", "B / BW backward"), ("W", "W weight gradient"),
+                ("R", "R recomputed forward"))]
+    handles.append(Patch(color=COLOURS["F"][1], label="lighter: odd model chunk"))
+    handles.append(Patch(facecolor="none", edgecolor=WAIT_COLOUR, hatch="////",
+                         label="waiting for a message"))
+    figure.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
+
+
+def draw(path, panels, width=11.0):
+    """Save a PNG of one or more timelines stacked: panels = [(events, num_ranks, title, unit)].
+
+    Stacked panels share one time axis, so a plan and a measurement compare at a glance.
+    """
+    plt = _pyplot()
+    end = max((e.end for p in panels for e in p[0]), default=1.0) or 1.0
+    heights = [0.9 + 0.35 * p[1] for p in panels]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 0.6),
+                                gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (events, num_ranks, title, unit) in zip(axes[:, 0], panels):
+        _draw(ax, events, num_ranks, title, unit, end)
+    figure.tight_layout(rect=(0, 0.06 if len(panels) > 1 else 0.1, 1, 1))
+    _legend(figure)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

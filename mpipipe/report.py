@@ -1,0 +1,55 @@
+"""`mpipipe report FILE.json`: where did the time go, from a saved trace.
+
+Per rank, over all steps in the trace: compute (F, B, W, BW and recomputed
+forwards), waiting for messages, and idle (the rest of each step's span, from
+its start to the end of the step's last action on any rank). The bubble
+fraction is 1 - compute / span, per rank and for all ranks together; the
+slowest stage is the rank with the most compute: the one the others wait for.
+"""
+
+from collections import defaultdict
+
+
+def summarise(trace):
+    slices = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
+    if not slices:
+        raise ValueError("the trace holds no actions")
+    step_end = defaultdict(float)     # step -> latest end over all ranks (microseconds)
+    step_start = {}
+    for e in slices:
+        step = e["args"]["step"]
+        step_end[step] = max(step_end[step], e["ts"] + e["dur"])
+        step_start[step] = min(step_start.get(step, e["ts"]), e["ts"])
+    span = sum(step_end[s] - step_start[s] for s in step_end)
+    ranks = defaultdict(lambda: {"compute": 0.0, "wait": 0.0, "send": 0.0, "actions": 0})
+    for e in slices:
+        row = ranks[e["pid"]]
+        row[e["cat"]] += e["dur"]
+        row["actions"] += e["cat"] == "compute"
+    rows = []
+    for rank in sorted(ranks):
+        row = ranks[rank]
+        idle = span - row["compute"] - row["wait"] - row["send"]
+        rows.append({"rank": rank, "compute_ms": row["compute"] / 1e3, "wait_ms": row["wait"] / 1e3,
+                     "idle_ms": idle / 1e3, "compute_actions": row["actions"],
+                     "bubble_fraction": 1.0 - row["compute"] / span if span else 0.0})
+    total_compute = sum(r["compute_ms"] for r in rows) * 1e3
+    slowest = max(rows, key=lambda r: r["compute_ms"])
+    return {"meta": trace.get("otherData", {}), "steps": len(step_end), "span_ms": span / 1e3,
+            "ranks": rows, "slowest_rank": slowest["rank"],
+            "bubble_fraction": 1.0 - total_compute / (len(rows) * span) if span else 0.0}
+
+
+def format_report(summary):
+    meta = summary["meta"]
+    head = ", ".join(f"{k}={meta[k]}" for k in ("schedule", "pp", "dp", "microbatches",
+                                                "virtual_stages") if k in meta)
+    lines = [f"trace of {summary['steps']} step(s), {summary['span_ms']:.2f} ms in all"
+             + (f" ({head})" if head else ""),
+             f"{'rank':>6} {'compute ms':>11} {'wait ms':>9} {'idle ms':>9} {'bubble':>7}"]
+    for r in summary["ranks"]:
+        mark = "  <- slowest" if r["rank"] == summary["slowest_rank"] else ""
+        lines.append(f"{r['rank']:>6} {r['compute_ms']:>11.2f} {r['wait_ms']:>9.2f} "
+                     f"{r['idle_ms']:>9.2f} {r['bubble_fraction']:>7.3f}{mark}")
+    lines.append(f"bubble fraction, all ranks: {summary['bubble_fraction']:.3f}")
+    return "\n".join(lines)

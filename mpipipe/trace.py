@@ -1,0 +1,58 @@
+"""Traces: every action of every rank, saved in Chrome's trace event format.
+
+A trace file opens in Perfetto (ui.perfetto.dev) or chrome://tracing: one
+process per rank, one slice per action, micro-batch and chunk in the slice's
+arguments. Waiting for a message is a slice of its own (category "wait"), so
+the time a rank spends blocked on a peer is as visible as its compute.
+`mpipipe report FILE` reads the same file back (report.py).
+
+The records handed to `chrome_trace` are (world rank, pp index, dp index,
+step, step offset in seconds, [(action, start, end), ...]) with start and end
+relative to the step's start, which a barrier aligns across ranks.
+"""
+
+import json
+
+from .schedules.actions import COMPUTE, RECOMPUTE, RECV_B, RECV_F
+
+WAITS = (RECV_F, RECV_B)
+
+
+def category(action):
+    if action.kind in COMPUTE or action.kind == RECOMPUTE:
+        return "compute"
+    return "wait" if action.kind in WAITS else "send"
+
+
+def chrome_trace(records, meta):
+    """The trace as a dict, ready for json.dump."""
+    events = []
+    for world_rank, pp_index, dp_index in sorted({record[:3] for record in records}):
+        events.append({"ph": "M", "name": "process_name", "pid": world_rank,
+                       "args": {"name": f"rank {world_rank} (stage {pp_index}, replica {dp_index})"}})
+        events.append({"ph": "M", "name": "process_sort_index", "pid": world_rank,
+                       "args": {"sort_index": world_rank}})
+    for world_rank, pp_index, dp_index, step, offset, actions in records:
+        for action, start, end in actions:
+            name = f"wait {action}" if action.kind in WAITS else str(action)
+            events.append({
+                "ph": "X", "name": name, "cat": category(action), "pid": world_rank, "tid": 0,
+                "ts": round((offset + start) * 1e6, 3), "dur": round((end - start) * 1e6, 3),
+                "args": {"kind": action.kind, "microbatch": action.microbatch,
+                         "chunk": action.chunk, "step": step, "stage_rank": pp_index,
+                         "replica": dp_index}})
+    return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta}
+
+
+def save(path, trace):
+    with open(path, "w") as out:
+        json.dump(trace, out)
+
+
+def load(path):
+    """A trace file as a dict; a clear error if it is not one of ours."""
+    with open(path) as source:
+        trace = json.load(source)
+    if not isinstance(trace, dict) or "traceEvents" not in trace:
+        raise ValueError(f"{path} is not a Chrome trace (no traceEvents)")
+    return trace
