@@ -108,6 +108,16 @@ def build_parser():
     r.add_argument("--timeout", type=float, help="fail, naming the message, if a wait "
                    "exceeds this many seconds (default: wait forever)")
     r.add_argument("--log-every", type=int, help="print the loss every N steps (default steps/20)")
+    r.add_argument("--no-nan-check", dest="nan_check", action="store_false", help="do not stop "
+                   "at the first NaN/Inf (the check looks at every activation and gradient)")
+    k = train.add_argument_group("checkpoints")
+    k.add_argument("--checkpoint-dir", metavar="DIR", help="write checkpoints here (at the end, "
+                   "and every --checkpoint-every steps)")
+    k.add_argument("--checkpoint-every", type=int, metavar="K", help="also every K steps")
+    k.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
+                   help="complete checkpoints to keep, 0 for all (default 2)")
+    k.add_argument("--resume", action="store_true", help="continue from the newest complete "
+                   "checkpoint in --checkpoint-dir (any pp/dp; the same model and optimizer)")
     r.add_argument("--check", action="store_true", help="re-run the training in one process "
                    "and fail unless losses and weights agree (float64: rel. error < 1e-9)")
     r.add_argument("--json", action="store_true", help="end with one line of JSON: the summary "
@@ -268,11 +278,16 @@ def cmd_train(args):
     from mpi4py import MPI
 
     from .config import TrainConfig
-    from .errors import ConfigError, ScheduleError
+    from .errors import ConfigError, NonFiniteError, ScheduleError
+    from .p2p import WaitTimeout
     from .train import run_training
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
+    if args.nan_check:      # the check names where NaN/Inf began; NumPy's warnings add noise
+        import numpy
+
+        numpy.seterr(over="ignore", invalid="ignore", divide="ignore", under="ignore")
     config = TrainConfig(
         pp=args.pp, dp=args.dp, schedule=args.schedule, microbatches=args.microbatches,
         virtual_stages=args.virtual_stages, recompute=args.recompute,
@@ -281,19 +296,17 @@ def cmd_train(args):
         last_activation=args.last_activation, dtype=args.dtype, seed=args.seed,
         lr=args.lr, optimizer=args.optimizer, data=args.data, samples=args.samples,
         input_dim=args.input_dim, output_dim=args.output_dim, partition=args.partition,
-        wait=args.wait, timeout=args.timeout, log_every=args.log_every)
+        wait=args.wait, timeout=args.timeout, log_every=args.log_every, nan_check=args.nan_check,
+        checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints, resume=args.resume)
     from .progress import Progress
 
-    progress = Progress(args.steps, args.global_batch, enabled=rank == 0 and not (args.quiet or args.json))
+    progress = Progress(args.steps, args.global_batch,
+                        enabled=rank == 0 and not (args.quiet or args.json))
     log = None if args.quiet else progress.print
     try:
         check_launcher(comm.Get_size())
-        if args.compare and not args.timeline:
-            raise ConfigError("--compare draws into the --timeline picture: give --timeline FILE.png")
-        if args.timeline and rank == 0:
-            from .plot import _pyplot
-
-            _pyplot()     # fail now, not after the training, if matplotlib is missing
+        check_outputs(args, comm)
         run = run_training(config, comm, log=log, check=args.check, on_step=progress.update,
                            keep_all_steps=bool(args.trace))
         progress.close()
@@ -301,24 +314,55 @@ def cmd_train(args):
         if rank == 0:
             print(f"mpipipe train: error: {error}", file=sys.stderr, flush=True)
         return 2
-    except RuntimeError as error:
-        if "matplotlib" not in str(error):
-            raise
-        print(f"mpipipe train: error: {error}", file=sys.stderr, flush=True)
-        comm.Abort(2)
-    except Exception:
-        text = "".join(f"[rank {rank}] {line}\n" for line in traceback.format_exc().splitlines())
-        sys.stderr.write(text)
-        sys.stderr.flush()
-        comm.Abort(1)
-        os._exit(1)   # Abort may return before the launcher has ended this process
+    except NonFiniteError as error:
+        if rank == 0:
+            print(f"mpipipe train: stopped: {error}", file=sys.stderr, flush=True)
+        return 3
+    except WaitTimeout as error:
+        abort(comm, 4, f"mpipipe train: timeout: {error}\n")
+    except BaseException:       # anything else, KeyboardInterrupt included: end the whole job
+        abort(comm, 1, "".join(f"[rank {rank}] {line}\n"
+                               for line in traceback.format_exc().splitlines()))
     if rank == 0:
         print_summary(run.result)
-        save_pictures(args, run)
+        try:
+            save_pictures(args, run)
+        except OSError as error:
+            print(f"mpipipe train: error: {error}", file=sys.stderr, flush=True)
+            return 1
         if args.json:
             summary = {k: v for k, v in run.result.items() if k != "timeline"}
             print(json.dumps(summary), flush=True)
     return 0 if run.result.get("check", {}).get("passed", True) else 1
+
+
+def abort(comm, code, message):
+    """Print once from this rank and end every rank of the job (nobody waits forever)."""
+    sys.stderr.write(message)
+    sys.stderr.flush()
+    comm.Abort(code)
+    os._exit(code)      # Abort may return before the launcher has ended this process
+
+
+def check_outputs(args, comm):
+    """Before training, on every rank: can the pictures and the trace be written?"""
+    import importlib.util
+
+    from .errors import ConfigError
+
+    if args.compare and not args.timeline:
+        raise ConfigError("--compare draws into the --timeline picture: give --timeline FILE.png")
+    if args.timeline and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("--timeline needs matplotlib: pip install 'mpipipe[plot]'")
+    problem = None
+    if comm.Get_rank() == 0:        # only rank 0 writes them
+        for path in filter(None, (args.timeline, args.trace)):
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.access(folder, os.W_OK):
+                problem = f"cannot write {path}: {folder} is not a writable folder"
+    problem = comm.bcast(problem, root=0)
+    if problem:
+        raise ConfigError(problem)
 
 
 def save_pictures(args, run):

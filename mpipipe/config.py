@@ -44,6 +44,11 @@ class TrainConfig:
     wait: str = "poll"
     timeout: float | None = None
     log_every: int | None = None
+    nan_check: bool = True          # stop at the first NaN/Inf, naming step and stage
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = None  # default: only at the end
+    keep_checkpoints: int = 2       # complete checkpoints kept on disk (0: all)
+    resume: bool = False            # continue from the newest complete checkpoint
     extra: dict = field(default_factory=dict)
 
     def to_dict(self):
@@ -104,6 +109,14 @@ def prepare(config, world_size):
         raise ConfigError(f"--timeout must be positive, got {c.timeout}")
     if c.log_every is None:
         c.log_every = max(1, c.steps // 20)
+    if c.log_every < 1:
+        raise ConfigError(f"--log-every must be at least 1, got {c.log_every}")
+    if (c.checkpoint_every is not None or c.resume) and not c.checkpoint_dir:
+        raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir DIR")
+    if c.checkpoint_every is not None and c.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be at least 1, got {c.checkpoint_every}")
+    if c.keep_checkpoints < 0:
+        raise ConfigError(f"--keep-checkpoints must be 0 (keep all) or more, got {c.keep_checkpoints}")
     dataset = _make_dataset(c)
     if c.global_batch > len(dataset):
         raise ConfigError(f"global batch {c.global_batch} is larger than the data set ({len(dataset)})")

@@ -38,7 +38,8 @@ class Stashed:
 
 class Engine:
     def __init__(self, schedule, topology, stages, optimizers, loss_fn, widths,
-                 microbatch_size, dtype, xp, wait_mode="poll", timeout=None, recompute=False):
+                 microbatch_size, dtype, xp, wait_mode="poll", timeout=None, recompute=False,
+                 nan_check=True):
         """`stages[chunk]` is this rank's Stage for each chunk; `widths[s]` is the
         width of the activation entering stage s (widths[num_stages] = model output)."""
         self.schedule, self.topology = schedule, topology
@@ -48,6 +49,7 @@ class Engine:
         self.loss_fn, self.widths = loss_fn, widths
         self.microbatch_size, self.dtype = microbatch_size, dtype
         self.wait_mode, self.timeout, self.recompute = wait_mode, timeout, recompute
+        self.nan_check, self.xp = nan_check, xp
         self.patience = yield_phase(topology.node.Get_size()) if topology.node else 0.5e-3
         self.p2p = PointToPoint(topology.pipe, wait_mode, timeout, self.patience)
         self.pool = BufferPool(xp)
@@ -56,9 +58,10 @@ class Engine:
                          W: self._backward_weight, SEND_F: self._send, SEND_B: self._send,
                          RECV_F: self._receive, RECV_B: self._receive}
 
-    def run_step(self, inputs, targets, scale):
+    def run_step(self, inputs, targets, scale, on_start=None):
         """One training step. `inputs[mb]`/`targets[mb]`: this replica's micro-batches
-        (used on the first / last stage); `scale`: the global batch size."""
+        (used on the first / last stage); `scale`: the global batch size; `on_start()`
+        runs once all ranks are in the step (fault injection uses it)."""
         for stage in self.stages:
             stage.zero_grads()
         self.inputs, self.targets, self.scale = inputs, targets, scale
@@ -66,8 +69,11 @@ class Engine:
         self.stash, self.loss = {}, 0.0
         self.held = self.peak_held = self.held_bytes = self.peak_bytes = 0
         self.events, self.wait_time = [], 0.0
-        wait(self.topology.world.Ibarrier(), self.wait_mode, self.timeout, "the step barrier",
-             self.patience)
+        self.first_non_finite = None   # (stage, "forward"/"backward", action) of this step
+        wait(self.topology.world.Ibarrier(), self.wait_mode, self.timeout,
+             "the other ranks to start the step (one is stuck or has died)", self.patience)
+        if on_start:
+            on_start()
         self.t0 = time.perf_counter()
         for action in self.program:
             self.action_start = time.perf_counter()
@@ -88,6 +94,7 @@ class Engine:
         key, stage = (action.chunk, action.microbatch), self._stage_of(action)
         x = self.inputs[action.microbatch] if stage == 0 else self.inbox.pop(key)
         y, cache = self.stages[action.chunk].forward(x)
+        self._check_finite(y, stage, "forward", action)
         if self.recompute:
             cache = None                      # keep the input only; rebuild before backward
         entry = Stashed(x, cache, x.nbytes if self.recompute else cache_nbytes(cache))
@@ -112,6 +119,7 @@ class Engine:
         dy = self.grad_inbox.pop(key)
         cache = self._cache_of(action, entry)
         dx = self.stages[action.chunk].backward(dy, cache, need_dx=stage > 0)
+        self._check_finite(dx, stage, "backward", action)
         self._release(entry.owned + ([dy] if stage < self.last_stage else []), entry.nbytes)
         if stage > 0:
             self._hand_on(self.grad_inbox, self.grad_outbox, action, stage - 1, dx)
@@ -123,6 +131,7 @@ class Engine:
         entry.dy = self.grad_inbox.pop(key)
         entry.cache = self._cache_of(action, entry)
         dx = self.stages[action.chunk].backward_input(entry.dy, entry.cache, need_dx=stage > 0)
+        self._check_finite(dx, stage, "backward", action)
         if stage < self.last_stage:
             entry.owned.append(entry.dy)
         if stage > 0:
@@ -144,6 +153,12 @@ class Engine:
         self.events.append(Event(self.rank, Action(RECOMPUTE, action.microbatch, action.chunk),
                                  start - self.t0, self.action_start - self.t0))
         return cache
+
+    def _check_finite(self, array, stage, direction, action):
+        """--nan-check: remember where this step first produced a NaN or Inf."""
+        if (self.nan_check and array is not None and self.first_non_finite is None
+                and not bool(self.xp.isfinite(array).all())):
+            self.first_non_finite = (stage, direction, str(action))
 
     # -- communication ------------------------------------------------------------------
 

@@ -12,3 +12,7 @@ class ConfigError(ValueError):
 
 class ScheduleError(ValueError):
     """A schedule's action lists are inconsistent or would deadlock."""
+
+
+class NonFiniteError(ArithmeticError):
+    """NaN or Inf appeared in training; every rank raises it with the same message."""

@@ -85,6 +85,16 @@ class Stage(Sequential):
     def zero_grads(self):
         self.flat_grads[...] = 0
 
+    def block_slices(self):
+        """Where each block's parameters sit in the flat buffers (checkpoints store blocks,
+        so a checkpoint can be loaded into any other partition)."""
+        slices, offset = [], 0
+        for block in self.layers:
+            size = sum(p.size for leaf in _leaf_layers(block) for p in leaf.params.values())
+            slices.append(slice(offset, offset + size))
+            offset += size
+        return slices
+
 
 def _leaf_layers(layer):
     if isinstance(layer, Sequential):

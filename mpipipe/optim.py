@@ -25,7 +25,12 @@ class SGD:
         self.params -= self.lr * self.velocity
 
     def state(self):
+        """Flat arrays (like the parameters) and scalars; see checkpoint.py."""
         return {} if self.velocity is None else {"velocity": self.velocity}
+
+    def load_state(self, state):
+        if self.velocity is not None:
+            self.velocity[...] = state["velocity"]
 
 
 class Adam:
@@ -50,6 +55,9 @@ class Adam:
 
     def state(self):
         return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load_state(self, state):
+        self.m[...], self.v[...], self.t = state["m"], state["v"], int(state["t"])
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -12,14 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checkpoint
 from . import topology as topo
 from .config import prepare
 from .data import batch_indices
 from .engine import Engine
+from .errors import ConfigError, NonFiniteError
+from .faults import maybe_fail, planned_fault
 from .losses import LOSSES
 from .model import build_stage
 from .optim import make_optimizer
-from .p2p import quiet_barrier, wait
+from .p2p import WaitTimeout, quiet_barrier, wait
 from .reference import relative_error, train_sequential
 from .simulate import Costs, Event, simulate
 from .timeline import render
@@ -55,24 +58,45 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         comm = MPI.COMM_WORLD
     plan = prepare(config, comm.Get_size())
     c = plan.config
+    try:
+        fault = planned_fault()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    manifest = checkpoint.latest(c.checkpoint_dir, _checkpoint_info(plan)) if c.resume else None
+    first_step = manifest["step"] if manifest else 0
+    if first_step >= c.steps:
+        raise ConfigError(f"nothing to do: the checkpoint is at step {first_step} and "
+                          f"--steps is {c.steps}; ask for more steps")
     grid = topo.build(comm, c.pp, c.dp)
     my_stages = plan.schedule.stage_map[grid.pp_index]      # one per chunk
     stages = [build_stage(plan.spec, plan.blocks[s]) for s in my_stages]
     optimizers = [make_optimizer(c.optimizer, st.flat_params, c.lr) for st in stages]
+    if manifest:
+        for s, stage, optimizer in zip(my_stages, stages, optimizers):
+            checkpoint.load_stage(c.checkpoint_dir, manifest, plan.blocks[s], stage, optimizer)
     engine = Engine(plan.schedule, grid, stages, optimizers, LOSSES[plan.dataset.loss](),
                     plan.widths, plan.microbatch_size, np.dtype(c.dtype), np, c.wait, c.timeout,
-                    recompute=c.recompute)
+                    recompute=c.recompute, nan_check=c.nan_check)
     rank0 = comm.Get_rank() == 0
     say = log if (log and rank0) else (lambda line: None)
     say(_banner(plan))
+    if c.resume:
+        say(f"resuming after step {first_step} from {c.checkpoint_dir}" if manifest else
+            f"no complete checkpoint in {c.checkpoint_dir}: starting from step 0")
     losses, step_times, busy, ends, waits, history = [], [], [], [], [], []
     quiet_barrier(comm, c.wait, c.timeout)
     run_start = time.perf_counter()
-    for step in range(c.steps):
+    for step in range(first_step, c.steps):
         inputs, targets = _microbatches(plan, grid, step)
         start = time.perf_counter()
-        local_loss = engine.run_step(inputs, targets, c.global_batch)
-        loss = _sum_over_world(comm, float(local_loss), c)
+        try:
+            local_loss = engine.run_step(inputs, targets, c.global_batch, on_start=lambda: maybe_fail(
+                fault, grid.world_rank, step + 1, stages))
+            loss = _sum_over_world(comm, float(local_loss), engine.first_non_finite, c)
+        except WaitTimeout as error:
+            raise WaitTimeout(f"rank {grid.world_rank}, step {step + 1}: {error}") from None
+        if c.nan_check and not np.isfinite(loss):
+            _stop_on_non_finite(comm, step + 1, engine.first_non_finite, loss)
         step_times.append(time.perf_counter() - start)
         losses.append(loss)
         compute = [e for e in engine.events if e.action.is_compute]
@@ -82,11 +106,14 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         if keep_all_steps or step == c.steps - 1:
             history.append((step, engine.t0 - run_start,
                             [(e.action, e.start, e.end) for e in engine.events]))
-        if (step + 1) % c.log_every == 0 or step in (0, c.steps - 1):
+        if (step + 1) % c.log_every == 0 or step in (first_step, c.steps - 1):
             say(f"step {step + 1:>5}/{c.steps}  loss {loss:.6f}  "
                 f"({step_times[-1] * 1e3:.2f} ms)")
         if on_step and rank0:
             on_step(step + 1, loss)
+        if c.checkpoint_dir and ((c.checkpoint_every and (step + 1) % c.checkpoint_every == 0)
+                                 or step + 1 == c.steps):
+            _save_checkpoint(plan, grid, comm, step + 1, my_stages, stages, optimizers)
     mine = {"world_rank": grid.world_rank, "pp_index": grid.pp_index, "dp_index": grid.dp_index,
             "busy": busy, "ends": ends, "waits": waits, "history": history,
             "peak_stash": engine.peak_held, "peak_stash_bytes": engine.peak_bytes,
@@ -95,18 +122,58 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     gathered = comm.gather(mine, root=0)
     run = Run(None, plan, grid, stages)
     if rank0:
+        last = c.steps - 1
         run.records = [(g["world_rank"], g["pp_index"], g["dp_index"], step, offset, actions)
                        for g in gathered for step, offset, actions in g["history"]]
         run.events = [Event(pp, a, start, end) for _, pp, dp, step, _, actions in run.records
-                      if dp == 0 and step == c.steps - 1 for a, start, end in actions]
+                      if dp == 0 and step == last for a, start, end in actions]
         run.weights = []
         for d in range(c.dp):
             by_stage = {s: p for g in gathered if g["dp_index"] == d for s, p in g["params"].items()}
             run.weights.append(np.concatenate([by_stage[s] for s in sorted(by_stage)]))
-        run.result = _summarise(plan, gathered, losses, step_times, run.events, run.weights, check)
+        run.result = _summarise(plan, gathered, losses, step_times, run.events, run.weights,
+                                check, first_step)
     quiet_barrier(comm, c.wait, c.timeout)   # rank 0 may take a while (--check)
     run.result = comm.bcast(run.result, root=0)
     return run
+
+
+def _checkpoint_info(plan):
+    c = plan.config
+    return {"spec": plan.spec.to_dict(), "optimizer": c.optimizer, "lr": c.lr, "data": c.data,
+            "seed": c.seed, "global_batch": c.global_batch, "schedule": c.schedule,
+            "pp": c.pp, "dp": c.dp}
+
+
+def _save_checkpoint(plan, grid, comm, step, my_stages, stages, optimizers):
+    """Replica 0 writes its stages; then rank 0 marks the checkpoint complete."""
+    c = plan.config
+    if grid.dp_index == 0:
+        for s, stage, optimizer in zip(my_stages, stages, optimizers):
+            checkpoint.save_stage(c.checkpoint_dir, step, s, plan.blocks[s], stage, optimizer)
+    quiet_barrier(comm, c.wait, c.timeout)
+    if comm.Get_rank() == 0:
+        checkpoint.save_manifest(c.checkpoint_dir, step, _checkpoint_info(plan), plan.partition,
+                                 c.keep_checkpoints)
+    quiet_barrier(comm, c.wait, c.timeout)
+
+
+def _stop_on_non_finite(comm, step, mine, loss):
+    """Every rank raises the same NonFiniteError, naming where the NaN/Inf began."""
+    reports = comm.allgather(mine)
+    seen = [r for r in reports if r is not None]
+    forwards = sorted(r for r in seen if r[1] == "forward")
+    backwards = sorted((r for r in seen if r[1] == "backward"), reverse=True)
+    if forwards:     # a NaN travels forward, so the lowest stage saw it first
+        stage, direction, action = forwards[0]
+    elif backwards:  # ... and backward from the highest
+        stage, direction, action = backwards[0]
+    else:
+        stage, direction, action = None, "loss", None
+    where = (f"in the {direction} of stage {stage} ({action})" if stage is not None
+             else "in the loss, with every activation finite")
+    raise NonFiniteError(f"step {step}: the loss is {loss}; NaN/Inf first appeared {where}. "
+                         f"Try a smaller --lr; --no-nan-check turns this check off")
 
 
 def _microbatches(plan, grid, step):
@@ -125,20 +192,26 @@ def _microbatches(plan, grid, step):
     return inputs, targets
 
 
-def _sum_over_world(comm, value, c):
-    """Add up the last stages' losses (the other ranks add 0): the global-batch mean."""
+def _sum_over_world(comm, value, non_finite, c):
+    """Add up the last stages' losses (the other ranks add 0): the global-batch mean.
+
+    A rank that saw a NaN/Inf adds one to the second slot and NaN to the loss,
+    so every rank learns of it in the same all-reduce.
+    """
     from mpi4py import MPI
 
-    buffer = np.array([value])
+    buffer = np.array([value, 0.0 if non_finite is None else 1.0])
+    if non_finite is not None:
+        buffer[0] = np.nan
     wait(comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), c.wait, c.timeout, "the loss all-reduce")
     return float(buffer[0])
 
 
-def _summarise(plan, gathered, losses, step_times, events, weights, check):
+def _summarise(plan, gathered, losses, step_times, events, weights, check, first_step):
     c = plan.config
-    measured = slice(1, None) if c.steps > 1 else slice(None)   # step 1 warms caches up
+    measured = slice(1, None) if len(losses) > 1 else slice(None)   # the first step warms up
     bubbles = []
-    for step in range(c.steps):
+    for step in range(len(losses)):
         makespan = max(g["ends"][step] for g in gathered)
         total_busy = sum(g["busy"][step] for g in gathered)
         bubbles.append(1.0 - total_busy / (len(gathered) * makespan) if makespan > 0 else 0.0)
@@ -149,7 +222,8 @@ def _summarise(plan, gathered, losses, step_times, events, weights, check):
         "schedule": c.schedule, "pp": c.pp, "dp": c.dp, "microbatches": c.microbatches,
         "virtual_stages": c.virtual_stages, "recompute": c.recompute,
         "microbatch_size": plan.microbatch_size, "global_batch": c.global_batch,
-        "steps": c.steps, "dtype": c.dtype, "partition": plan.partition,
+        "steps": c.steps, "first_step": first_step, "dtype": c.dtype,
+        "partition": plan.partition,
         "losses": losses, "final_loss": losses[-1],
         "step_time_s": statistics.median(step_times[measured]),
         "step_times_s": step_times,
@@ -166,7 +240,7 @@ def _summarise(plan, gathered, losses, step_times, events, weights, check):
         ref_losses, ref_weights = train_sequential(plan)
         tolerance = check_tolerance(c.dtype)
         result["check"] = {
-            "loss_rel_err": relative_error(losses, ref_losses),
+            "loss_rel_err": relative_error(losses, ref_losses[first_step:]),
             "weight_rel_err": max(relative_error(w, ref_weights) for w in weights),
             "tolerance": tolerance,
         }

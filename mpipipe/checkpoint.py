@@ -1,0 +1,142 @@
+"""Per-stage checkpoints that survive a crash and load into any other layout.
+
+Layout on disk (a choice that is hard to undo, so here is why):
+
+    DIR/step-00000040/stage000.npz     one file per stage, written by replica 0
+    DIR/step-00000040/stage001.npz
+    DIR/step-00000040/manifest.json    written last: its presence = complete
+
+Each stage file holds, for every block (layer) of that stage, the block's
+parameters and the optimizer's state for them, named by the block's index in
+the whole model ("b3.params", "b3.m", ...). Storing by block, not by stage,
+is what lets a checkpoint written with one pp load into another: a rank takes
+the blocks its new stage holds, from whichever files have them. All replicas
+hold the same weights, so replica 0 writes and every replica reads.
+
+Every file is written to a temporary name, flushed to disk (fsync) and renamed,
+and the manifest only after every stage file is in place, so a crash at any
+moment leaves the previous checkpoint complete. The manifest records the step,
+the model spec, the optimizer, the partition and the data settings. There is
+no hidden random state to save: the data order is a function of (seed, step).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from .errors import ConfigError
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+def step_dir(root, step):
+    return os.path.join(root, f"step-{step:08d}")
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path, write):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as out:
+        write(out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def save_stage(root, step, stage_index, block_indices, stage, optimizer):
+    """Write one stage's blocks and optimizer state (called by each rank of replica 0)."""
+    folder = step_dir(root, step)
+    os.makedirs(folder, exist_ok=True)
+    arrays = {}
+    state = optimizer.state()
+    for block, where in zip(block_indices, stage.block_slices()):
+        arrays[f"b{block}.params"] = np.asarray(stage.flat_params[where])
+        for name, value in state.items():
+            if np.ndim(value) == 1:
+                arrays[f"b{block}.{name}"] = np.asarray(value[where])
+    for name, value in state.items():
+        if np.ndim(value) == 0:
+            arrays[f"scalar.{name}"] = np.asarray(value)
+    _atomic_write(os.path.join(folder, f"stage{stage_index:03d}.npz"),
+                  lambda out: np.savez(out, **arrays))
+
+
+def save_manifest(root, step, info, partition, keep):
+    """Mark the checkpoint of `step` complete (rank 0, after every stage file is written)."""
+    folder = step_dir(root, step)
+    files, start = {}, 0
+    for s, count in enumerate(partition):
+        files[f"stage{s:03d}.npz"] = list(range(start, start + count))
+        start += count
+    manifest = dict(info, format=FORMAT, step=step, partition=partition, files=files)
+    _atomic_write(os.path.join(folder, MANIFEST),
+                  lambda out: out.write(json.dumps(manifest, indent=1).encode()))
+    _fsync_dir(folder)
+    _fsync_dir(root)
+    for old in complete_steps(root)[:-keep] if keep else []:
+        for name in os.listdir(step_dir(root, old)):
+            os.remove(os.path.join(step_dir(root, old), name))
+        os.rmdir(step_dir(root, old))
+
+
+def complete_steps(root):
+    """Steps with a complete checkpoint under `root`, oldest first."""
+    if not os.path.isdir(root):
+        return []
+    steps = []
+    for name in os.listdir(root):
+        if name.startswith("step-") and name[5:].isdigit():
+            if os.path.exists(os.path.join(root, name, MANIFEST)):
+                steps.append(int(name[5:]))
+    return sorted(steps)
+
+
+def latest(root, info):
+    """The newest complete checkpoint's manifest, checked against this run; None if none."""
+    steps = complete_steps(root)
+    if not steps:
+        return None
+    with open(os.path.join(step_dir(root, steps[-1]), MANIFEST)) as source:
+        manifest = json.load(source)
+    if manifest.get("format") != FORMAT:
+        raise ConfigError(f"checkpoint {step_dir(root, steps[-1])} has format "
+                          f"{manifest.get('format')}, this mpipipe reads format {FORMAT}")
+    for key in ("spec", "optimizer"):
+        if manifest[key] != info[key]:
+            raise ConfigError(f"the checkpoint in {root} was written for another {key}: "
+                              f"{manifest[key]} there, {info[key]} now; resume with the same "
+                              f"model settings or use another --checkpoint-dir")
+    return manifest
+
+
+def load_stage(root, manifest, block_indices, stage, optimizer):
+    """Fill `stage` and `optimizer` with the blocks `block_indices` from the checkpoint."""
+    folder = step_dir(root, manifest["step"])
+    where_is = {b: f for f, blocks in manifest["files"].items() for b in blocks}
+    state = optimizer.state()
+    loaded, scalars = {}, {}
+    for block, where in zip(block_indices, stage.block_slices()):
+        name = where_is.get(block)
+        if name is None:
+            raise ConfigError(f"the checkpoint has no layer {block}")
+        if name not in loaded:
+            loaded[name] = np.load(os.path.join(folder, name))
+        data = loaded[name]
+        stage.flat_params[where] = data[f"b{block}.params"]
+        for key, value in state.items():
+            if np.ndim(value) == 1:
+                value[where] = data[f"b{block}.{key}"]
+        scalars.update({k[7:]: data[k] for k in data.files if k.startswith("scalar.")})
+    for key, value in state.items():
+        if np.ndim(value) == 0 and key in scalars:
+            state[key] = scalars[key]
+    optimizer.load_state(state)

@@ -1,0 +1,50 @@
+"""Fault injection, for testing that failures end the job and lose nothing.
+
+MPIPIPE_FAULT="KIND:RANK:STEP" makes world rank RANK misbehave at the start of
+step STEP (counted from 1), once every rank has entered the step:
+
+    raise   raise an exception (the job must end, naming the rank)
+    kill    kill itself with SIGKILL (the launcher must end the job)
+    nan     put a NaN into its first stage's weights (--nan-check must catch it)
+    hang    stop answering for an hour (--timeout must catch it)
+
+It exists for the test suite and for courses that show what failure looks like;
+without the variable nothing here runs.
+"""
+
+import os
+import signal
+import time
+
+KINDS = ("raise", "kill", "nan", "hang")
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def planned_fault():
+    """(kind, rank, step) from MPIPIPE_FAULT, or None."""
+    text = os.environ.get("MPIPIPE_FAULT")
+    if not text:
+        return None
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in KINDS or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"MPIPIPE_FAULT={text!r}: expected KIND:RANK:STEP, KIND one of "
+                         f"{', '.join(KINDS)}")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def maybe_fail(fault, world_rank, step, stages):
+    """Carry out the planned fault if it is this rank's and this step's."""
+    if fault is None or fault[1] != world_rank or fault[2] != step:
+        return
+    kind = fault[0]
+    if kind == "raise":
+        raise InjectedFault(f"injected fault on rank {world_rank} at step {step}")
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "nan":
+        stages[0].flat_params[0] = float("nan")
+    if kind == "hang":
+        time.sleep(3600)
