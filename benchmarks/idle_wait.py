@@ -7,7 +7,7 @@ mpipipe's polling wait and with MPI's blocking Wait (MPICH spins).
 Part 2 (spawns its own jobs): the 4-stage pipeline on this machine's cores,
 --wait poll vs --wait block, median step time, alternating runs.
 
-    python benchmarks/idle_wait.py
+    python benchmarks/idle_wait.py [--quick]
 """
 
 import json
@@ -77,5 +77,6 @@ if __name__ == "__main__":
         print("a rank waiting 2 s for a message:", flush=True)
         subprocess.run([mpiexec(), "-n", "2", sys.executable, __file__], check=True,
                        env=dict(os.environ, MPIPIPE_IDLE_PART1="1"))
-        print("oversubscribed pipeline (median of 3 alternating runs each):", flush=True)
-        part2()
+        rounds = 1 if "--quick" in sys.argv else 3
+        print(f"oversubscribed pipeline (median of {rounds} alternating runs each):", flush=True)
+        part2(rounds)

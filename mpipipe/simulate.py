@@ -13,6 +13,7 @@ walk is linear in the number of actions (P=64, m=1024 is ~0.5 M actions).
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import ScheduleError
 from .schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, RECV_B, RECV_F, SEND_B,
@@ -64,8 +65,7 @@ class Costs:
         return cls(**values)
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """One action on one rank, from start to end (a receive: the time spent waiting)."""
 
     rank: int
@@ -99,11 +99,14 @@ def walk(schedule, costs=Costs()):
     events = []
     in_flight = {}     # message key -> time it was sent
     blocked_on = {}    # message key -> rank waiting for it
-    done = set()       # (what, microbatch, stage) finished, for checks within a rank
+    cost = {(kind, stage): costs.of(kind, schedule.chunks, stage)
+            for kind in COMPUTE for stage in range(schedule.num_stages)}
+    handoffs = _LocalHandoffs(schedule)
     runnable = deque(range(P))
     while runnable:
         rank = runnable.popleft()
         program = programs[rank]
+        stages = schedule.stage_map[rank]
         while position[rank] < len(program):
             action = program[position[rank]]
             kind = action.kind
@@ -124,9 +127,11 @@ def walk(schedule, costs=Costs()):
                 if key in blocked_on:
                     runnable.append(blocked_on.pop(key))
             elif kind in COMPUTE:
-                _check_inputs_ready(schedule, rank, action, done)
+                stage = stages[action.chunk]
+                if handoffs.any:
+                    handoffs.check(rank, action, stage)
                 start = clock[rank]
-                clock[rank] += costs.of(kind, schedule.chunks, schedule.stage(rank, action.chunk))
+                clock[rank] = start + cost[kind, stage]
                 busy[rank] += clock[rank] - start
                 events.append(Event(rank, action, start, clock[rank]))
             else:
@@ -204,27 +209,34 @@ def peak_stash(schedule):
     return peaks
 
 
-def _check_inputs_ready(schedule, rank, action, done):
-    """Within one rank: an action may only use what this rank has already produced."""
-    stage = schedule.stage(rank, action.chunk)
-    mb, last = action.microbatch, schedule.num_stages - 1
-    needs = []
-    if action.kind == F and stage > 0 and schedule.place(stage - 1)[0] == rank:
-        needs.append(("F", mb, stage - 1))
-    if action.kind in BACKWARD_INPUT:
-        needs.append(("F", mb, stage))
-        if stage < last and schedule.place(stage + 1)[0] == rank:
-            needs.append(("B", mb, stage + 1))
-    if action.kind == W:
-        needs.append(("B", mb, stage))
-    for need in needs:
-        if need not in done:
-            what, need_mb, need_stage = need
+class _LocalHandoffs:
+    """Where two neighbouring stages share a rank (a V's turn, or chunks on one rank) no
+    message orders them: check that the rank runs the producer before the consumer."""
+
+    def __init__(self, schedule):
+        place = schedule.place
+        self.schedule = schedule
+        self.last = schedule.num_stages - 1
+        self.fed_locally = {s for s in range(1, schedule.num_stages)
+                            if place(s - 1)[0] == place(s)[0]}
+        self.any = bool(self.fed_locally)
+        self.done = set()
+
+    def check(self, rank, action, stage):
+        kind, mb = action.kind, action.microbatch
+        need = None
+        if kind == F and stage in self.fed_locally:
+            need = ("F", mb, stage - 1)
+        elif kind in BACKWARD_INPUT and stage + 1 in self.fed_locally:
+            need = ("B", mb, stage + 1)
+        if need and need not in self.done:
             raise ScheduleError(
-                f"rank {rank} runs {action} (stage {stage}) before {what}{need_mb} of stage "
-                f"{need_stage}, which it needs and which this same rank only runs later")
-    done.add(("F" if action.kind == F else "B" if action.kind in BACKWARD_INPUT else "W",
-              mb, stage))
+                f"rank {rank} runs {action} (stage {stage}) before {need[0]}{need[1]} of stage "
+                f"{need[2]}, which it needs and which this same rank only runs later")
+        if kind == F:
+            self.done.add(("F", mb, stage))
+        elif kind in BACKWARD_INPUT:
+            self.done.add(("B", mb, stage))
 
 
 def _deadlock_message(schedule, position, blocked_on, in_flight):

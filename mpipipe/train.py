@@ -6,6 +6,7 @@ stash, ...), gathered once at the end so that measuring never disturbs the
 steps being measured.
 """
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -133,6 +134,9 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
             run.weights.append(np.concatenate([by_stage[s] for s in sorted(by_stage)]))
         run.result = _summarise(plan, gathered, losses, step_times, run.events, run.weights,
                                 check, first_step)
+        run.result["ranks_on_node"] = grid.node.Get_size()
+        run.result["cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count()
     quiet_barrier(comm, c.wait, c.timeout)   # rank 0 may take a while (--check)
     run.result = comm.bcast(run.result, root=0)
     return run
