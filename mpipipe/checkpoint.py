@@ -100,13 +100,21 @@ def complete_steps(root):
     return sorted(steps)
 
 
-def latest(root, info):
-    """The newest complete checkpoint's manifest, checked against this run; None if none."""
+def read_latest(root):
+    """The newest complete checkpoint's manifest as it is; None if there is none."""
     steps = complete_steps(root)
     if not steps:
         return None
     with open(os.path.join(step_dir(root, steps[-1]), MANIFEST)) as source:
-        manifest = json.load(source)
+        return json.load(source)
+
+
+def latest(root, info):
+    """The newest complete checkpoint's manifest, checked against this run; None if none."""
+    manifest = read_latest(root)
+    if manifest is None:
+        return None
+    steps = [manifest["step"]]
     if manifest.get("format") != FORMAT:
         raise ConfigError(f"checkpoint {step_dir(root, steps[-1])} has format "
                           f"{manifest.get('format')}, this mpipipe reads format {FORMAT}")

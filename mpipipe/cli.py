@@ -66,27 +66,37 @@ def build_parser():
                    "and looped-bfs (default 2; zbv always 2, the others 1)")
     t.add_argument("--recompute", action="store_true", help="activation recomputation: keep "
                    "only each stage's input, redo its forward before the backward")
-    t.add_argument("--partition", type=partition_arg, default="uniform",
+    t.add_argument("--partition", type=partition_arg,
                    help="uniform (equal layer counts), params (balanced parameter counts) "
-                   "or explicit layers per stage, e.g. 3,3,2 (default uniform)")
+                   "or explicit layers per stage, e.g. 3,3,2 (default uniform; gpt params)")
     m = train.add_argument_group("model and data")
-    m.add_argument("--data", default="spiral", choices=["spiral", "teacher"],
+    m.add_argument("--model", default="mlp", choices=["mlp", "gpt"],
+                   help="mlp: Linear + activation layers; gpt: a decoder-only transformer "
+                   "(embedding, --layers blocks, head) on character data (default mlp)")
+    m.add_argument("--data", choices=["spiral", "teacher", "arithmetic", "text"],
                    help="spiral: 3-class spirals, cross-entropy; teacher: regression on a "
-                   "random teacher network, MSE (default spiral)")
+                   "random teacher network, MSE; arithmetic: sums like 12+7=19 for the gpt "
+                   "(default: spiral, or arithmetic with --model gpt)")
+    m.add_argument("--text", metavar="FILE", help="train the gpt on this text file, "
+                   "character by character (--seq-len characters per sample)")
+    m.add_argument("--seq-len", type=int, default=32, help="text data: characters per sample (32)")
+    m.add_argument("--heads", type=int, default=4, help="gpt: attention heads (4)")
     m.add_argument("--samples", type=int, help="data set size (default: spiral 3000, teacher 4096)")
     m.add_argument("--input-dim", type=int, default=32, help="teacher data: input width (32)")
     m.add_argument("--output-dim", type=int, default=8, help="teacher data: output width (8)")
-    m.add_argument("--layers", type=int, default=8, help="Linear layers (default 8)")
+    m.add_argument("--layers", type=int, help="Linear layers, or gpt transformer blocks "
+                   "(default 8; gpt 4)")
     m.add_argument("--hidden", type=int, default=64, help="hidden width (default 64)")
     m.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
     m.add_argument("--layernorm", action="store_true", help="LayerNorm after each activation")
     m.add_argument("--last-activation", action="store_true",
                    help="the last layer has the activation too (default: plain Linear)")
-    m.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    m.add_argument("--dtype", choices=["float64", "float32"],
+                   help="default float64; gpt float32")
     o = train.add_argument_group("optimisation")
-    o.add_argument("--global-batch", type=int, default=256, help="samples per step, all "
-                   "replicas together (default 256)")
-    o.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    o.add_argument("--global-batch", type=int, help="samples per step, all replicas together "
+                   "(default 256; gpt 64)")
+    o.add_argument("--steps", type=int, help="training steps (default 100; gpt 1200)")
     o.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     o.add_argument("--lr", type=float, help="learning rate (default: adam 0.003, sgd 0.05)")
     o.add_argument("--seed", type=int, default=0, help="seeds weights and data (default 0)")
@@ -143,6 +153,19 @@ def build_parser():
     sim.add_argument("--timeline", metavar="FILE.png", help="also draw the plan as a PNG "
                      "(needs matplotlib: the plot extra)")
     sim.set_defaults(func=cmd_simulate)
+
+    smp = commands.add_parser("sample", help="let a trained GPT write, from a checkpoint",
+                              description="Rebuild the whole GPT from the newest checkpoint in "
+                              "DIR (written by `mpipipe train --model gpt --checkpoint-dir DIR`) "
+                              "and continue each prompt, one character at a time.")
+    smp.add_argument("--checkpoint-dir", required=True, metavar="DIR")
+    smp.add_argument("--prompt", action="append", help="text to continue (repeatable; default "
+                     "for arithmetic: a few sums)")
+    smp.add_argument("--length", type=positive_int, default=8, help="characters to add (8)")
+    smp.add_argument("--temperature", type=float, default=0.0, help="0: always the likeliest "
+                     "character (default); higher: more random")
+    smp.add_argument("--seed", type=int, default=0)
+    smp.set_defaults(func=cmd_sample)
 
     rep = commands.add_parser("report", help="where the time went, from a saved trace",
                               description="Per rank: compute, waiting for messages, idle, "
@@ -228,6 +251,24 @@ def cmd_simulate(args):
                  + f", bubble {timeline.bubble_fraction:.3f}")
         draw(args.timeline, [(timeline.events, P, title, "time units")])
         print(f"timeline drawn in {args.timeline}")
+    return 0
+
+
+def cmd_sample(args):
+    from .errors import ConfigError
+    from .sample import generate, load_model
+
+    try:
+        model, spec, vocab = load_model(args.checkpoint_dir)
+        prompts = args.prompt or (["12+34=", "7+58=", "99+1=", "40+40="] if "+" in vocab
+                                  else [vocab[0]])
+        stop = "." if vocab == "0123456789+=." else None
+        for prompt in prompts:
+            print(generate(model, spec, vocab, prompt, args.length, args.temperature, args.seed,
+                           stop))
+    except (ConfigError, OSError) as error:
+        print(f"mpipipe sample: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -35,7 +35,11 @@ class TrainConfig:
     seed: int = 0
     lr: float | None = None         # default: DEFAULT_LR[optimizer]
     optimizer: str = "adam"
-    data: str = "spiral"
+    model: str = "mlp"              # "mlp" or "gpt"
+    heads: int = 4                  # gpt: attention heads
+    data: str | None = None         # default: spiral for the MLP, arithmetic for the GPT
+    text: str | None = None         # a text file to train the GPT on (data "text")
+    seq_len: int = 32               # text data: characters per sample
     samples: int | None = None      # data set size; default: the data set's own
     input_dim: int = 32             # teacher data only
     output_dim: int = 8             # teacher data only
@@ -66,7 +70,8 @@ class Plan:
     blocks: list           # range of block indices per stage
     schedule: object       # lowered, validated
     microbatch_size: int
-    widths: list           # widths[s]: activation width entering stage s; [-1]: output
+    shapes: list           # shapes[s]: per-sample activation shape entering stage s; [-1]: output
+    loss_scale: int        # samples x tokens in a global batch: the loss is their mean
 
 
 def prepare(config, world_size):
@@ -74,7 +79,18 @@ def prepare(config, world_size):
     c = replace(config)
     _check_choice("schedule", c.schedule, GENERATORS)
     _check_choice("optimizer", c.optimizer, DEFAULT_LR)
+    _check_choice("model", c.model, ("mlp", "gpt"))
+    if c.text is not None:
+        c.data = "text"
+    if c.data is None:
+        c.data = "arithmetic" if c.model == "gpt" else "spiral"
     _check_choice("data", c.data, datasets.DATASETS)
+    token_data = c.data in ("arithmetic", "text")
+    if token_data != (c.model == "gpt"):
+        raise ConfigError(f"the {c.data} data is for the {'gpt' if token_data else 'mlp'} model: "
+                          f"use --model {'gpt' if token_data else 'mlp'} or other --data")
+    if c.data == "text" and not c.text:
+        raise ConfigError("--data text needs --text FILE")
     _check_choice("dtype", c.dtype, ("float64", "float32"))
     _check_choice("wait", c.wait, ("poll", "block"))
     if c.dp < 1:
@@ -94,7 +110,7 @@ def prepare(config, world_size):
     if c.virtual_stages is None:
         c.virtual_stages = default_chunks(c.schedule)
     for name in ("microbatches", "virtual_stages", "global_batch", "steps", "layers", "hidden",
-                 "input_dim", "output_dim"):
+                 "input_dim", "output_dim", "heads", "seq_len"):
         if getattr(c, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
     if c.global_batch % (c.microbatches * c.dp):
@@ -120,15 +136,19 @@ def prepare(config, world_size):
     dataset = _make_dataset(c)
     if c.global_batch > len(dataset):
         raise ConfigError(f"global batch {c.global_batch} is larger than the data set ({len(dataset)})")
+    if c.model == "gpt" and c.hidden % c.heads:
+        raise ConfigError(f"--hidden {c.hidden} does not split into --heads {c.heads}")
     spec = ModelSpec(input_dim=dataset.input_dim, output_dim=dataset.output_dim, hidden=c.hidden,
                      layers=c.layers, activation=c.activation, layernorm=c.layernorm,
-                     last_activation=c.last_activation, seed=c.seed, dtype=c.dtype)
+                     last_activation=c.last_activation, seed=c.seed, dtype=c.dtype,
+                     kind=c.model, heads=c.heads, seq_len=dataset.tokens if token_data else 1)
     schedule = validate(make_schedule(c.schedule, c.pp, c.microbatches, c.virtual_stages))
     partition = make_partition(c.partition, block_param_counts(spec), schedule.num_stages)
     blocks = block_ranges(partition)
-    widths = [spec.input_dim if r.start == 0 else spec.hidden for r in blocks] + [spec.output_dim]
+    shapes = [spec.boundary_shape(r.start) for r in blocks] + [spec.boundary_shape(spec.num_blocks)]
     return Plan(c, spec, dataset, partition, blocks, schedule,
-                c.global_batch // (c.microbatches * c.dp), widths)
+                c.global_batch // (c.microbatches * c.dp), shapes,
+                c.global_batch * dataset.tokens)
 
 
 def _make_dataset(c):
@@ -137,9 +157,11 @@ def _make_dataset(c):
         kwargs["samples"] = c.samples
     if c.data == "teacher":
         kwargs.update(input_dim=c.input_dim, output_dim=c.output_dim)
+    if c.data == "text":
+        kwargs.update(path=c.text, seq_len=c.seq_len)
     try:
         return datasets.DATASETS[c.data](**kwargs)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         raise ConfigError(f"cannot make the {c.data} data set: {error}") from None
 
 

@@ -37,16 +37,16 @@ class Stashed:
 
 
 class Engine:
-    def __init__(self, schedule, topology, stages, optimizers, loss_fn, widths,
+    def __init__(self, schedule, topology, stages, optimizers, loss_fn, shapes,
                  microbatch_size, dtype, xp, wait_mode="poll", timeout=None, recompute=False,
                  nan_check=True):
-        """`stages[chunk]` is this rank's Stage for each chunk; `widths[s]` is the
-        width of the activation entering stage s (widths[num_stages] = model output)."""
+        """`stages[chunk]` is this rank's Stage for each chunk; `shapes[s]` is the
+        per-sample shape of the activation entering stage s (shapes[-1]: the output)."""
         self.schedule, self.topology = schedule, topology
         self.rank = topology.pp_index
         self.program = schedule.programs[self.rank]
         self.stages, self.optimizers = stages, optimizers
-        self.loss_fn, self.widths = loss_fn, widths
+        self.loss_fn, self.shapes = loss_fn, shapes
         self.microbatch_size, self.dtype = microbatch_size, dtype
         self.wait_mode, self.timeout, self.recompute = wait_mode, timeout, recompute
         self.nan_check, self.xp = nan_check, xp
@@ -60,7 +60,8 @@ class Engine:
 
     def run_step(self, inputs, targets, scale, on_start=None):
         """One training step. `inputs[mb]`/`targets[mb]`: this replica's micro-batches
-        (used on the first / last stage); `scale`: the global batch size; `on_start()`
+        (used on the first / last stage); `scale`: samples (x tokens) in the global
+        batch, which the loss is averaged over; `on_start()`
         runs once all ranks are in the step (fault injection uses it)."""
         for stage in self.stages:
             stage.zero_grads()
@@ -169,8 +170,8 @@ class Engine:
 
     def _receive(self, action):
         stage = self._stage_of(action)
-        width = self.widths[stage] if action.kind == RECV_F else self.widths[stage + 1]
-        buffer = self.pool.take((self.microbatch_size, width), self.dtype)
+        shape = self.shapes[stage] if action.kind == RECV_F else self.shapes[stage + 1]
+        buffer = self.pool.take((self.microbatch_size, *shape), self.dtype)
         self.wait_time += self.p2p.recv(buffer, action.peer,
                                         message_tag(self.schedule, self.rank, action), str(action))
         box = self.inbox if action.kind == RECV_F else self.grad_inbox

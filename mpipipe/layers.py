@@ -45,12 +45,16 @@ class Layer:
         self.backward_weight(dy, cache)
         return self.backward_input(dy, cache, need_dx)
 
+    def children(self):
+        """Layers inside this one (composites override it)."""
+        return []
+
     def __repr__(self):
         return type(self).__name__ + "()"
 
 
 class Linear(Layer):
-    """y = x @ W + b, with W of shape (n_in, n_out)."""
+    """y = x @ W + b, with W of shape (n_in, n_out); x may have leading axes (batch, time)."""
 
     def __init__(self, n_in, n_out, rng, dtype=np.float64, gain=math.sqrt(2.0)):
         super().__init__()
@@ -69,7 +73,8 @@ class Linear(Layer):
         return dy @ self.params["W"].T if need_dx else None
 
     def backward_weight(self, dy, cache):
-        x = cache
+        x = cache.reshape(-1, self.n_in)
+        dy = dy.reshape(-1, self.n_out)
         self.grads["W"] += x.T @ dy
         self.grads["b"] += dy.sum(axis=0)
 
@@ -104,7 +109,7 @@ class GELU(Layer):
 
 
 class LayerNorm(Layer):
-    """Normalise each row to zero mean, unit variance, then scale and shift."""
+    """Normalise the last axis to zero mean, unit variance, then scale and shift."""
 
     def __init__(self, n, dtype=np.float64, eps=1e-5):
         super().__init__()
@@ -114,21 +119,21 @@ class LayerNorm(Layer):
 
     def forward(self, x):
         xp = array_module(x)
-        mu = x.mean(axis=1, keepdims=True)
-        inv_std = 1.0 / xp.sqrt(((x - mu) ** 2).mean(axis=1, keepdims=True) + self.eps)
+        mu = x.mean(axis=-1, keepdims=True)
+        inv_std = 1.0 / xp.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + self.eps)
         xhat = (x - mu) * inv_std
         return xhat * self.params["gamma"] + self.params["beta"], (xhat, inv_std)
 
     def backward_input(self, dy, cache, need_dx=True):
         xhat, inv_std = cache
         g = dy * self.params["gamma"]
-        return inv_std * (g - g.mean(axis=1, keepdims=True)
-                          - xhat * (g * xhat).mean(axis=1, keepdims=True))
+        return inv_std * (g - g.mean(axis=-1, keepdims=True)
+                          - xhat * (g * xhat).mean(axis=-1, keepdims=True))
 
     def backward_weight(self, dy, cache):
         xhat, _ = cache
-        self.grads["gamma"] += (dy * xhat).sum(axis=0)
-        self.grads["beta"] += dy.sum(axis=0)
+        self.grads["gamma"] += (dy * xhat).reshape(-1, self.n).sum(axis=0)
+        self.grads["beta"] += dy.reshape(-1, self.n).sum(axis=0)
 
     def __repr__(self):
         return f"LayerNorm({self.n})"
@@ -171,8 +176,51 @@ class Sequential(Layer):
             dy = self.layers[i].backward(dy, cache["caches"][i], need_dx=(i > 0 or need_dx))
         return dy
 
+    def children(self):
+        return self.layers
+
     def __repr__(self):
         return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
+
+
+class Residual(Layer):
+    """y = x + inner(x): the skip connection of a transformer block.
+
+    The gradient reaches x twice, through the skip and through `inner`; the
+    weight gradient is the inner layers' alone.
+    """
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        y, cache = self.inner.forward(x)
+        return x + y, cache
+
+    def backward_input(self, dy, cache, need_dx=True):
+        return dy + self.inner.backward_input(dy, cache)
+
+    def backward_weight(self, dy, cache):
+        self.inner.backward_weight(dy, cache)
+
+    def backward(self, dy, cache, need_dx=True):
+        return dy + self.inner.backward(dy, cache)
+
+    def children(self):
+        return [self.inner]
+
+    def __repr__(self):
+        return f"Residual({self.inner!r})"
+
+
+def leaf_layers(layer):
+    """The layers that hold parameters' arrays, depth first, in order."""
+    children = layer.children()
+    if not children:
+        yield layer
+    for child in children:
+        yield from leaf_layers(child)
 
 
 def cache_nbytes(cache):

@@ -13,11 +13,20 @@ from .backend import array_module
 
 
 class SoftmaxCrossEntropy:
-    """Mean negative log-likelihood of integer class labels under softmax(logits)."""
+    """Mean negative log-likelihood of integer class labels under softmax(logits).
+
+    Logits of shape (..., classes) and labels of shape (...): a language model's
+    (batch, time, vocabulary) counts every token as one sample.
+    """
 
     name = "cross-entropy"
 
     def __call__(self, logits, labels, scale):
+        shape = logits.shape
+        loss, dlogits = self._flat(logits.reshape(-1, shape[-1]), labels.reshape(-1), scale)
+        return loss, dlogits.reshape(shape)
+
+    def _flat(self, logits, labels, scale):
         xp = array_module(logits)
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = xp.exp(shifted)

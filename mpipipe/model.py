@@ -10,14 +10,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .layers import GELU, LayerNorm, Linear, ReLU, Sequential
+from .layers import GELU, LayerNorm, Linear, ReLU, Sequential, leaf_layers
 
 ACTIVATIONS = {"gelu": GELU, "relu": ReLU}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An MLP: `layers` blocks of Linear + activation (+ LayerNorm), the last one plain Linear."""
+    """Either an MLP (kind "mlp"): `layers` blocks of Linear + activation (+ LayerNorm),
+    the last one plain Linear; or a GPT (kind "gpt"): an embedding block, `layers`
+    transformer blocks of width `hidden` with `heads` heads, and a head block
+    (input_dim = output_dim = the vocabulary size, `seq_len` tokens per sample)."""
 
     input_dim: int
     output_dim: int
@@ -28,14 +31,34 @@ class ModelSpec:
     last_activation: bool = False
     seed: int = 0
     dtype: str = "float64"
+    kind: str = "mlp"
+    heads: int = 4
+    seq_len: int = 1
 
     def to_dict(self):
         return asdict(self)
+
+    @property
+    def num_blocks(self):
+        """The units a partition cuts between: layers, plus embedding and head for a GPT."""
+        return self.layers + 2 if self.kind == "gpt" else self.layers
+
+    def boundary_shape(self, block):
+        """Per-sample shape of the activation entering `block` (num_blocks: the output)."""
+        if self.kind == "gpt":
+            if block == 0:
+                return (self.seq_len,)
+            return (self.seq_len, self.output_dim if block == self.num_blocks else self.hidden)
+        if block == 0:
+            return (self.input_dim,)
+        return (self.output_dim if block == self.num_blocks else self.hidden,)
 
 
 def build_block(spec, index):
     """Block `index` of the model described by `spec`, with its own seeded weights."""
     rng = np.random.default_rng([spec.seed, index])
+    if spec.kind == "gpt":
+        return _gpt_block(spec, index, rng)
     n_in = spec.input_dim if index == 0 else spec.hidden
     last = index == spec.layers - 1
     n_out = spec.output_dim if last else spec.hidden
@@ -47,8 +70,22 @@ def build_block(spec, index):
     return Sequential(layers)
 
 
+def _gpt_block(spec, index, rng):
+    from .transformer import Embedding, lm_head, transformer_block
+
+    dtype = np.dtype(spec.dtype)
+    if index == 0:
+        return Sequential([Embedding(spec.input_dim, spec.hidden, spec.seq_len, rng, dtype=dtype)])
+    if index == spec.num_blocks - 1:
+        return lm_head(spec.hidden, spec.output_dim, rng, dtype=dtype)
+    return transformer_block(spec.hidden, spec.heads, rng, dtype=dtype)
+
+
 def block_param_counts(spec):
-    """Number of parameters in each block, without building any weights."""
+    """Number of parameters in each block (for an MLP without building any weights)."""
+    if spec.kind == "gpt":
+        return [sum(p.size for leaf in leaf_layers(build_block(spec, i))
+                    for p in leaf.params.values()) for i in range(spec.num_blocks)]
     counts = []
     for i in range(spec.layers):
         n_in = spec.input_dim if i == 0 else spec.hidden
@@ -68,7 +105,7 @@ class Stage(Sequential):
 
     def __init__(self, blocks, xp=np):
         super().__init__(blocks)
-        leaves = list(_leaf_layers(self))
+        leaves = list(leaf_layers(self))
         dtype = next((p.dtype for layer in leaves for p in layer.params.values()), np.float64)
         size = sum(p.size for layer in leaves for p in layer.params.values())
         self.flat_params = xp.zeros(size, dtype=dtype)
@@ -90,18 +127,10 @@ class Stage(Sequential):
         so a checkpoint can be loaded into any other partition)."""
         slices, offset = [], 0
         for block in self.layers:
-            size = sum(p.size for leaf in _leaf_layers(block) for p in leaf.params.values())
+            size = sum(p.size for leaf in leaf_layers(block) for p in leaf.params.values())
             slices.append(slice(offset, offset + size))
             offset += size
         return slices
-
-
-def _leaf_layers(layer):
-    if isinstance(layer, Sequential):
-        for child in layer.layers:
-            yield from _leaf_layers(child)
-    else:
-        yield layer
 
 
 def build_stage(spec, block_indices, xp=np):

@@ -14,14 +14,14 @@ from .optim import make_optimizer
 def train_sequential(plan):
     """Train `plan`'s model in one process; return (losses, flat parameters)."""
     c, spec, data = plan.config, plan.spec, plan.dataset
-    model = build_stage(spec, range(spec.layers))
+    model = build_stage(spec, range(spec.num_blocks))
     optimizer = make_optimizer(c.optimizer, model.flat_params, c.lr)
     loss_fn = LOSSES[data.loss]()
     losses = []
     for step in range(c.steps):
         rows = batch_indices(step, c.global_batch, len(data), c.seed)
         y, cache = model.forward(data.inputs[rows])
-        loss, dy = loss_fn(y, data.targets[rows], c.global_batch)
+        loss, dy = loss_fn(y, data.targets[rows], plan.loss_scale)
         model.zero_grads()
         model.backward(dy, cache, need_dx=False)
         optimizer.step(model.flat_grads)

@@ -76,7 +76,7 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         for s, stage, optimizer in zip(my_stages, stages, optimizers):
             checkpoint.load_stage(c.checkpoint_dir, manifest, plan.blocks[s], stage, optimizer)
     engine = Engine(plan.schedule, grid, stages, optimizers, LOSSES[plan.dataset.loss](),
-                    plan.widths, plan.microbatch_size, np.dtype(c.dtype), np, c.wait, c.timeout,
+                    plan.shapes, plan.microbatch_size, np.dtype(c.dtype), np, c.wait, c.timeout,
                     recompute=c.recompute, nan_check=c.nan_check)
     rank0 = comm.Get_rank() == 0
     say = log if (log and rank0) else (lambda line: None)
@@ -91,7 +91,7 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         inputs, targets = _microbatches(plan, grid, step)
         start = time.perf_counter()
         try:
-            local_loss = engine.run_step(inputs, targets, c.global_batch, on_start=lambda: maybe_fail(
+            local_loss = engine.run_step(inputs, targets, plan.loss_scale, on_start=lambda: maybe_fail(
                 fault, grid.world_rank, step + 1, stages))
             loss = _sum_over_world(comm, float(local_loss), engine.first_non_finite, c)
         except WaitTimeout as error:
@@ -145,6 +145,7 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
 def _checkpoint_info(plan):
     c = plan.config
     return {"spec": plan.spec.to_dict(), "optimizer": c.optimizer, "lr": c.lr, "data": c.data,
+            "vocab": plan.dataset.vocab,
             "seed": c.seed, "global_batch": c.global_batch, "schedule": c.schedule,
             "pp": c.pp, "dp": c.dp}
 
@@ -238,7 +239,9 @@ def _summarise(plan, gathered, losses, step_times, events, weights, check, first
         "peak_stash_bytes": [g["peak_stash_bytes"] for g in replica0],
         "timeline": render(in_ms, c.pp, unit="ms"),
     }
-    if plan.dataset.loss == "cross-entropy":
+    if plan.dataset.held_out is not None:
+        result.update(_held_out_scores(plan, weights[0]))
+    elif plan.dataset.loss == "cross-entropy":
         result["accuracy"] = _accuracy(plan, weights[0])
     if check:
         ref_losses, ref_weights = train_sequential(plan)
@@ -255,18 +258,34 @@ def _summarise(plan, gathered, losses, step_times, events, weights, check, first
 
 def _accuracy(plan, weights):
     """Share of the whole data set the trained model classifies right."""
-    model = build_stage(plan.spec, range(plan.spec.layers))
+    model = build_stage(plan.spec, range(plan.spec.num_blocks))
     model.flat_params[...] = weights
     logits, _ = model.forward(plan.dataset.inputs)
-    return float((logits.argmax(axis=1) == plan.dataset.targets).mean())
+    return float((logits.argmax(axis=-1) == plan.dataset.targets).mean())
+
+
+def _held_out_scores(plan, weights):
+    """Token data: loss on the held-out samples, and accuracy on the positions that count
+    (for arithmetic: the digits of the answers), predicting each from the true prefix."""
+    model = build_stage(plan.spec, range(plan.spec.num_blocks))
+    model.flat_params[...] = weights
+    inputs, targets = plan.dataset.held_out
+    logits, _ = model.forward(inputs)
+    loss, _ = LOSSES["cross-entropy"]()(logits, targets, targets.size)
+    right = logits.argmax(axis=-1) == targets
+    mask = plan.dataset.score_mask
+    return {"held_out_loss": float(loss), "held_out_accuracy": float(right[mask].mean()),
+            "held_out_exact": float(np.all(right | ~mask, axis=1).mean())}
 
 
 def _banner(plan):
     c = plan.config
     chunks = f" x {c.virtual_stages} chunks" if c.virtual_stages > 1 else ""
     extra = ", recompute" if c.recompute else ""
+    model = (f"GPT of {c.layers} blocks, width {c.hidden}, {c.heads} heads, "
+             f"{plan.spec.seq_len} tokens" if c.model == "gpt" else
+             f"{c.layers} layers of width {c.hidden}")
     return (f"mpipipe train: {c.schedule}{extra}, pp={c.pp}{chunks} x dp={c.dp}, "
             f"{c.microbatches} micro-batch(es) "
-            f"of {plan.microbatch_size} (global batch {c.global_batch}), {c.layers} layers of "
-            f"width {c.hidden} split {plan.partition}, {c.data} data, {c.dtype}, "
-            f"{c.optimizer} lr={c.lr:g}")
+            f"of {plan.microbatch_size} (global batch {c.global_batch}), {model} "
+            f"split {plan.partition}, {c.data} data, {c.dtype}, {c.optimizer} lr={c.lr:g}")

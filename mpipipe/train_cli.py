@@ -39,20 +39,25 @@ def cmd_train(args):
         import numpy
 
         numpy.seterr(over="ignore", invalid="ignore", divide="ignore", under="ignore")
+    gpt = args.model == "gpt"
     config = TrainConfig(
         pp=args.pp, dp=args.dp, schedule=args.schedule, microbatches=args.microbatches,
         virtual_stages=args.virtual_stages, recompute=args.recompute,
-        global_batch=args.global_batch, steps=args.steps, layers=args.layers, hidden=args.hidden,
+        global_batch=given(args.global_batch, 64 if gpt else 256),
+        steps=given(args.steps, 1200 if gpt else 100), hidden=args.hidden,
+        layers=given(args.layers, 4 if gpt else 8),
+        model=args.model, text=args.text, seq_len=args.seq_len, heads=args.heads,
         activation=args.activation, layernorm=args.layernorm,
-        last_activation=args.last_activation, dtype=args.dtype, seed=args.seed,
+        last_activation=args.last_activation, dtype=args.dtype or ("float32" if gpt else "float64"),
+        seed=args.seed,
         lr=args.lr, optimizer=args.optimizer, data=args.data, samples=args.samples,
-        input_dim=args.input_dim, output_dim=args.output_dim, partition=args.partition,
+        input_dim=args.input_dim, output_dim=args.output_dim, partition=args.partition or ("params" if gpt else "uniform"),
         wait=args.wait, timeout=args.timeout, log_every=args.log_every, nan_check=args.nan_check,
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, resume=args.resume)
     from .progress import Progress
 
-    progress = Progress(args.steps, args.global_batch,
+    progress = Progress(config.steps, config.global_batch,
                         enabled=rank == 0 and not (args.quiet or args.json))
     log = None if args.quiet else progress.print
     try:
@@ -85,6 +90,11 @@ def cmd_train(args):
             summary = {k: v for k, v in run.result.items() if k != "timeline"}
             print(json.dumps(summary), flush=True)
     return 0 if run.result.get("check", {}).get("passed", True) else 1
+
+
+def given(value, default):
+    """A flag's value if the user gave one (0 included), else the model's default."""
+    return default if value is None else value
 
 
 def abort(comm, code, message):
@@ -184,6 +194,10 @@ def print_summary(result):
         lines.append(f"  note          {result['ranks_on_node']} ranks share {result['cores']} cores "
                      f"here: at most {result['cores'] / result['ranks_on_node']:.0%} of the "
                      f"rank-time can be compute")
+    if "held_out_accuracy" in result:
+        lines.append(f"  held out      loss {result['held_out_loss']:.4f}, "
+                     f"{result['held_out_accuracy']:.1%} of answer characters right, "
+                     f"{result['held_out_exact']:.1%} of samples entirely right")
     if "accuracy" in result:
         lines.append(f"  accuracy      {result['accuracy']:.3f} on the whole data set")
     if "check" in result:

@@ -32,5 +32,5 @@ def test_defaults_are_filled_in():
     assert (c.pp, c.dp, c.microbatches, c.lr) == (4, 1, 8, 0.003)
     assert plan.partition == [2, 2, 2, 2]
     assert plan.microbatch_size == 256 // 8
-    assert plan.widths == [2, 64, 64, 64, 3]   # spiral: 2 inputs, 3 classes
+    assert plan.shapes == [(2,), (64,), (64,), (64,), (3,)]   # spiral: 2 inputs, 3 classes
     assert prepare(TrainConfig(schedule="naive"), 2).config.microbatches == 1

@@ -89,3 +89,24 @@ def test_check_catches_a_pipeline_that_is_wrong():
     ok, message = verdict(comm, [] if not run.result["check"]["passed"] else
                           [f"--check passed a corrupted run: {run.result['check']}"])
     assert ok, message
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zb-h1"])
+@pytest.mark.parametrize("pp", [2, 4])
+def test_gpt_trains_exactly_like_one_process(schedule, pp):
+    comm = group_of(pp)
+    config = TrainConfig(pp=pp, model="gpt", schedule=schedule, microbatches=4, global_batch=8,
+                         steps=2, layers=2, hidden=8, heads=2, samples=64, optimizer="sgd",
+                         lr=0.1, timeout=60)
+    run = run_training(config, comm)
+    problems = []
+    if comm.Get_rank() == 0:
+        losses, weights = train_sequential(run.plan)
+        if relative_error(run.result["losses"], losses) > 1e-9:
+            problems.append(f"losses {run.result['losses']} != {losses}")
+        err = relative_error(run.weights[0], weights)
+        if err > 1e-9:
+            problems.append(f"weights differ, relative error {err:.2e}")
+    ok, message = verdict(comm, problems)
+    assert ok, message

@@ -1,0 +1,48 @@
+"""The GPT from the command line: train on sums or on a text file, then sample."""
+
+import subprocess
+import sys
+
+from .test_cli import mpiexec
+
+SMALL = ["--model", "gpt", "--layers", "2", "--hidden", "16", "--heads", "2", "--steps", "20",
+         "--global-batch", "16", "--microbatches", "2", "--quiet"]
+
+
+def test_train_then_sample(tmp_path):
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpipipe", "train", *SMALL,
+                           "--checkpoint-dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "held out      loss" in done.stdout and "GPT of 2 blocks" not in done.stderr
+    sample = subprocess.run([sys.executable, "-m", "mpipipe", "sample", "--checkpoint-dir",
+                             str(tmp_path), "--prompt", "12+34=", "--prompt", "1+1="],
+                            capture_output=True, text=True, timeout=60)
+    assert sample.returncode == 0, sample.stderr
+    lines = sample.stdout.splitlines()
+    assert lines[0].startswith("12+34=") and lines[1].startswith("1+1=")
+    assert all(set(line) <= set("0123456789+=.") for line in lines)
+    bad = subprocess.run([sys.executable, "-m", "mpipipe", "sample", "--checkpoint-dir",
+                          str(tmp_path), "--prompt", "hello"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "never saw" in bad.stderr
+
+
+def test_train_on_a_text_file(tmp_path):
+    text = tmp_path / "poem.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpipipe", "train", *SMALL,
+                           "--text", str(text), "--seq-len", "16", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert '"held_out_loss"' in done.stdout.splitlines()[-1]
+
+
+def test_gpt_settings_are_checked():
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpipipe", "train",
+                           "--model", "gpt", "--hidden", "10", "--heads", "4"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("does not split into --heads 4") == 1
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpipipe", "train",
+                           "--data", "arithmetic"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "use --model gpt" in done.stderr
