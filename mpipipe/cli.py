@@ -167,6 +167,14 @@ def build_parser():
     smp.add_argument("--seed", type=int, default=0)
     smp.set_defaults(func=cmd_sample)
 
+    grd = commands.add_parser("grade", help="grade the course exercises in a folder",
+                              description="Grade a student's copy of lessons/exercises: points "
+                              "per exercise and what to fix first (same as python -m mpipipe.grade).")
+    grd.add_argument("folder")
+    grd.add_argument("exercises", nargs="*", help="only these, e.g. ex2")
+    grd.set_defaults(func=lambda args: __import__("mpipipe.grade", fromlist=["main"]).main(
+        [args.folder, *args.exercises]))
+
     rep = commands.add_parser("report", help="where the time went, from a saved trace",
                               description="Per rank: compute, waiting for messages, idle, "
                               "bubble fraction; and the slowest stage. Reads a trace written "
