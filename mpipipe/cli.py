@@ -172,8 +172,7 @@ def build_parser():
                               "per exercise and what to fix first (same as python -m mpipipe.grade).")
     grd.add_argument("folder")
     grd.add_argument("exercises", nargs="*", help="only these, e.g. ex2")
-    grd.set_defaults(func=lambda args: __import__("mpipipe.grade", fromlist=["main"]).main(
-        [args.folder, *args.exercises]))
+    grd.set_defaults(func=cmd_grade)
 
     rep = commands.add_parser("report", help="where the time went, from a saved trace",
                               description="Per rank: compute, waiting for messages, idle, "
@@ -278,6 +277,12 @@ def cmd_sample(args):
         print(f"mpipipe sample: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def cmd_grade(args):
+    from .grade import main as grade_main
+
+    return grade_main([args.folder, *args.exercises])
 
 
 def cmd_report(args):
