@@ -17,6 +17,36 @@ def array_module(array):
     return np
 
 
+def select_device(requested, local_rank):
+    """(device, xp, why) for this rank: 'cpu' with NumPy or 'gpu' with CuPy.
+
+    On a GPU, rank k of a node takes visible device k mod (devices seen): with
+    CUDA_VISIBLE_DEVICES set (as Slurm's --gpus-per-node does) the numbering
+    is already the allocation's. "auto" takes a GPU when CuPy sees one.
+    """
+    if requested == "cpu":
+        return "cpu", np, "--device cpu"
+    try:
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:          # no CuPy, no driver, no device
+        if requested == "gpu":
+            from .errors import ConfigError
+
+            raise ConfigError(f"--device gpu, but CuPy cannot use a GPU here: {error}") from None
+        return "cpu", np, "no GPU usable by CuPy"
+    if count == 0:
+        if requested == "gpu":
+            from .errors import ConfigError
+
+            raise ConfigError("--device gpu, but CuPy sees no GPU")
+        return "cpu", np, "no GPU visible"
+    device = local_rank % count
+    cupy.cuda.Device(device).use()
+    return "gpu", cupy, f"GPU {device} of {count} visible (node-local rank {local_rank})"
+
+
 def get_xp(device="cpu"):
     """The array module for a device name ('cpu' or 'gpu')."""
     if device == "cpu":
@@ -26,3 +56,20 @@ def get_xp(device="cpu"):
 
         return cupy
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
+
+
+def scatter_add(target, indices, values):
+    """target[indices] += values, adding up repeated indices (np.add.at; on a GPU cupyx)."""
+    if type(target).__module__.startswith("cupy"):
+        import cupyx
+
+        cupyx.scatter_add(target, indices, values)
+    else:
+        np.add.at(target, indices, values)
+
+
+def to_host(array):
+    """A NumPy copy of `array` (a no-op for NumPy arrays): the one way data leaves a GPU."""
+    if hasattr(array, "get"):
+        return array.get()
+    return np.asarray(array)

@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from .backend import array_module, to_host
 from .errors import ConfigError
 
 FORMAT = 1
@@ -59,13 +60,13 @@ def save_stage(root, step, stage_index, block_indices, stage, optimizer):
     arrays = {}
     state = optimizer.state()
     for block, where in zip(block_indices, stage.block_slices()):
-        arrays[f"b{block}.params"] = np.asarray(stage.flat_params[where])
+        arrays[f"b{block}.params"] = to_host(stage.flat_params[where])
         for name, value in state.items():
             if np.ndim(value) == 1:
-                arrays[f"b{block}.{name}"] = np.asarray(value[where])
+                arrays[f"b{block}.{name}"] = to_host(value[where])
     for name, value in state.items():
         if np.ndim(value) == 0:
-            arrays[f"scalar.{name}"] = np.asarray(value)
+            arrays[f"scalar.{name}"] = to_host(value)
     _atomic_write(os.path.join(folder, f"stage{stage_index:03d}.npz"),
                   lambda out: np.savez(out, **arrays))
 
@@ -139,10 +140,11 @@ def load_stage(root, manifest, block_indices, stage, optimizer):
         if name not in loaded:
             loaded[name] = np.load(os.path.join(folder, name))
         data = loaded[name]
-        stage.flat_params[where] = data[f"b{block}.params"]
+        xp = array_module(stage.flat_params)
+        stage.flat_params[where] = xp.asarray(data[f"b{block}.params"])
         for key, value in state.items():
             if np.ndim(value) == 1:
-                value[where] = data[f"b{block}.{key}"]
+                value[where] = xp.asarray(data[f"b{block}.{key}"])
         scalars.update({k[7:]: data[k] for k in data.files if k.startswith("scalar.")})
     for key, value in state.items():
         if np.ndim(value) == 0 and key in scalars:

@@ -101,6 +101,12 @@ def build_parser():
     o.add_argument("--lr", type=float, help="learning rate (default: adam 0.003, sgd 0.05)")
     o.add_argument("--seed", type=int, default=0, help="seeds weights and data (default 0)")
     r = train.add_argument_group("run")
+    r.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"],
+                   help="where weights and activations live: cpu (NumPy), gpu (CuPy, the gpu "
+                   "extra; rank k of a node takes GPU k) or auto (a GPU if CuPy sees one)")
+    r.add_argument("--transport", default="auto", choices=["auto", "cuda-aware", "staged"],
+                   help="gpu: hand device arrays to MPI (cuda-aware) or copy them through host "
+                   "buffers (staged); auto asks the MPI library (MPIPIPE_CUDA_AWARE=0/1 overrides)")
     r.add_argument("--wait", default="poll", choices=["poll", "block"],
                    help="how a rank waits for a message: poll (yield, then sleep; frees the "
                    "core) or block (MPI's Wait, which spins in MPICH) (default poll)")

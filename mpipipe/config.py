@@ -45,6 +45,8 @@ class TrainConfig:
     output_dim: int = 8             # teacher data only
     last_activation: bool = False
     partition: object = "uniform"   # 'uniform', 'params' or a list of block counts
+    device: str = "cpu"             # cpu, gpu or auto
+    transport: str = "auto"         # gpu: auto, cuda-aware or staged (transport.py)
     wait: str = "poll"
     timeout: float | None = None
     log_every: int | None = None
@@ -93,6 +95,8 @@ def prepare(config, world_size):
         raise ConfigError("--data text needs --text FILE")
     _check_choice("dtype", c.dtype, ("float64", "float32"))
     _check_choice("wait", c.wait, ("poll", "block"))
+    _check_choice("device", c.device, ("cpu", "gpu", "auto"))
+    _check_choice("transport", c.transport, ("auto", "cuda-aware", "staged"))
     if c.dp < 1:
         raise ConfigError(f"--dp must be at least 1, got {c.dp}")
     if c.pp is None:

@@ -18,8 +18,10 @@ across ranks) so the measured timeline can be drawn like the planned one.
 import time
 from dataclasses import dataclass, field
 
+from .backend import to_host
 from .layers import cache_nbytes
 from .p2p import BufferPool, PointToPoint, wait, yield_phase
+from .transport import synchronise
 from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, SEND_B, SEND_F, B, W, Action,
                                 message_tag)
 from .simulate import Event
@@ -39,7 +41,7 @@ class Stashed:
 class Engine:
     def __init__(self, schedule, topology, stages, optimizers, loss_fn, shapes,
                  microbatch_size, dtype, xp, wait_mode="poll", timeout=None, recompute=False,
-                 nan_check=True):
+                 nan_check=True, transport="direct"):
         """`stages[chunk]` is this rank's Stage for each chunk; `shapes[s]` is the
         per-sample shape of the activation entering stage s (shapes[-1]: the output)."""
         self.schedule, self.topology = schedule, topology
@@ -51,7 +53,7 @@ class Engine:
         self.wait_mode, self.timeout, self.recompute = wait_mode, timeout, recompute
         self.nan_check, self.xp = nan_check, xp
         self.patience = yield_phase(topology.node.Get_size()) if topology.node else 0.5e-3
-        self.p2p = PointToPoint(topology.pipe, wait_mode, timeout, self.patience)
+        self.p2p = PointToPoint(topology.pipe, wait_mode, timeout, self.patience, transport)
         self.pool = BufferPool(xp)
         self.last_stage = schedule.num_stages - 1
         self.handlers = {F: self._forward, BW: self._backward, B: self._backward_input,
@@ -70,7 +72,7 @@ class Engine:
         self.stash, self.loss = {}, 0.0
         self.held = self.peak_held = self.held_bytes = self.peak_bytes = 0
         self.events, self.wait_time = [], 0.0
-        self.first_non_finite = None   # (stage, "forward"/"backward", action) of this step
+        self.finite_checks = []        # (stage, direction, action, 0-d bool array), in order
         wait(self.topology.world.Ibarrier(), self.wait_mode, self.timeout,
              "the other ranks to start the step (one is stuck or has died)", self.patience)
         if on_start:
@@ -84,6 +86,7 @@ class Engine:
             if action.is_compute:
                 self.p2p.reap()
         self.p2p.finish()
+        self.first_non_finite = self._first_non_finite()
         self._allreduce_gradients()
         for stage, optimizer in zip(self.stages, self.optimizers):
             optimizer.step(stage.flat_grads)
@@ -156,10 +159,20 @@ class Engine:
         return cache
 
     def _check_finite(self, array, stage, direction, action):
-        """--nan-check: remember where this step first produced a NaN or Inf."""
-        if (self.nan_check and array is not None and self.first_non_finite is None
-                and not bool(self.xp.isfinite(array).all())):
-            self.first_non_finite = (stage, direction, str(action))
+        """--nan-check: note whether this array is all finite, without reading the answer
+        yet (on a GPU reading it would wait for the device after every action)."""
+        if self.nan_check and array is not None:
+            self.finite_checks.append((stage, direction, str(action), self.xp.isfinite(array).all()))
+
+    def _first_non_finite(self):
+        """(stage, direction, action) of the step's first NaN/Inf, read once per step."""
+        if not self.finite_checks:
+            return None
+        flags = to_host(self.xp.stack([flag for *_, flag in self.finite_checks]))
+        for (stage, direction, action, _), finite in zip(self.finite_checks, flags):
+            if not finite:
+                return stage, direction, action
+        return None
 
     # -- communication ------------------------------------------------------------------
 
@@ -184,9 +197,14 @@ class Engine:
         from mpi4py import MPI
 
         for stage in self.stages:
-            request = data.Iallreduce(MPI.IN_PLACE, stage.flat_grads, op=MPI.SUM)
+            grads = stage.flat_grads
+            buffer = self.p2p.staging.down(grads) if self.p2p.staged else grads
+            synchronise(buffer)
+            request = data.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
             wait(request, self.wait_mode, self.timeout, "the data-parallel all-reduce",
                  self.patience)
+            if self.p2p.staged:
+                self.p2p.staging.up(buffer, grads)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ MPIPIPE_YIELD_US overrides it. "block" uses MPI's own Wait.
 import os
 import time
 
+from .transport import HostStaging, synchronise
+
 MIN_SLEEP = 20e-6
 MAX_SLEEP = float(os.environ.get("MPIPIPE_POLL_MAX_US", "500")) * 1e-6
 
@@ -77,30 +79,55 @@ class BufferPool:
 
 
 class PointToPoint:
-    """Isend/Recv between the ranks of one pipeline communicator."""
+    """Isend/Recv between the ranks of one pipeline communicator.
 
-    def __init__(self, comm, wait_mode="poll", timeout=None, patience=DEFAULT_YIELD):
+    With transport "staged" every array goes through a host buffer (see
+    transport.py); with "direct" it goes to MPI as it is, after its CUDA
+    stream has finished writing it.
+    """
+
+    def __init__(self, comm, wait_mode="poll", timeout=None, patience=DEFAULT_YIELD,
+                 transport="direct"):
         self.comm, self.wait_mode, self.timeout, self.patience = comm, wait_mode, timeout, patience
-        self.pending = []   # (request, array) of sends not yet known to be complete
+        self.staged = transport == "staged"
+        self.staging = HostStaging()
+        self.pending = []   # (request, array, staged host copy or None) of unfinished sends
 
     def send(self, array, peer, tag):
         """Start sending `array`; it must not be modified until the send completes."""
-        self.pending.append((self.comm.Isend(array, dest=peer, tag=tag), array))
+        if self.staged:
+            host = self.staging.down(array)
+            self.pending.append((self.comm.Isend(host, dest=peer, tag=tag), array, host))
+        else:
+            synchronise(array)
+            self.pending.append((self.comm.Isend(array, dest=peer, tag=tag), array, None))
 
     def recv(self, buffer, peer, tag, what="a message"):
         """Receive into `buffer`; return the seconds spent waiting."""
-        request = self.comm.Irecv(buffer, source=peer, tag=tag)
-        return wait(request, self.wait_mode, self.timeout, f"{what} from rank {peer}",
-                    self.patience)
+        target = self.staging.take(buffer.shape, buffer.dtype) if self.staged else buffer
+        request = self.comm.Irecv(target, source=peer, tag=tag)
+        seconds = wait(request, self.wait_mode, self.timeout, f"{what} from rank {peer}",
+                       self.patience)
+        if self.staged:
+            self.staging.up(target, buffer)
+        return seconds
 
     def reap(self):
         """Forget sends that have completed (lets their arrays be freed)."""
-        self.pending = [(r, a) for r, a in self.pending if not r.Test()]
+        still = []
+        for request, array, host in self.pending:
+            if not request.Test():
+                still.append((request, array, host))
+            elif host is not None:
+                self.staging.give_back(host)
+        self.pending = still
 
     def finish(self):
         """Complete every outstanding send (end of a step)."""
-        for request, _ in self.pending:
+        for request, _, host in self.pending:
             wait(request, self.wait_mode, self.timeout, "a send to complete", self.patience)
+            if host is not None:
+                self.staging.give_back(host)
         self.pending = []
 
 

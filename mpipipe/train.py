@@ -16,6 +16,7 @@ import numpy as np
 from . import checkpoint
 from . import topology as topo
 from .config import prepare
+from .backend import select_device, to_host
 from .data import batch_indices
 from .engine import Engine
 from .errors import ConfigError, NonFiniteError
@@ -27,6 +28,7 @@ from .p2p import WaitTimeout, quiet_barrier, wait
 from .reference import relative_error, train_sequential
 from .simulate import Costs, Event, simulate
 from .timeline import render
+from .transport import choose as choose_transport
 
 
 @dataclass
@@ -69,15 +71,17 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         raise ConfigError(f"nothing to do: the checkpoint is at step {first_step} and "
                           f"--steps is {c.steps}; ask for more steps")
     grid = topo.build(comm, c.pp, c.dp)
+    device, xp, device_reason = select_device(c.device, grid.node.Get_rank())
+    transport, transport_reason = choose_transport(c.transport, device)
     my_stages = plan.schedule.stage_map[grid.pp_index]      # one per chunk
-    stages = [build_stage(plan.spec, plan.blocks[s]) for s in my_stages]
+    stages = [build_stage(plan.spec, plan.blocks[s], xp=xp) for s in my_stages]
     optimizers = [make_optimizer(c.optimizer, st.flat_params, c.lr) for st in stages]
     if manifest:
         for s, stage, optimizer in zip(my_stages, stages, optimizers):
             checkpoint.load_stage(c.checkpoint_dir, manifest, plan.blocks[s], stage, optimizer)
     engine = Engine(plan.schedule, grid, stages, optimizers, LOSSES[plan.dataset.loss](),
-                    plan.shapes, plan.microbatch_size, np.dtype(c.dtype), np, c.wait, c.timeout,
-                    recompute=c.recompute, nan_check=c.nan_check)
+                    plan.shapes, plan.microbatch_size, np.dtype(c.dtype), xp, c.wait, c.timeout,
+                    recompute=c.recompute, nan_check=c.nan_check, transport=transport)
     rank0 = comm.Get_rank() == 0
     say = log if (log and rank0) else (lambda line: None)
     say(_banner(plan))
@@ -88,7 +92,7 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     quiet_barrier(comm, c.wait, c.timeout)
     run_start = time.perf_counter()
     for step in range(first_step, c.steps):
-        inputs, targets = _microbatches(plan, grid, step)
+        inputs, targets = _microbatches(plan, grid, step, xp)
         start = time.perf_counter()
         try:
             local_loss = engine.run_step(inputs, targets, plan.loss_scale, on_start=lambda: maybe_fail(
@@ -118,7 +122,9 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     mine = {"world_rank": grid.world_rank, "pp_index": grid.pp_index, "dp_index": grid.dp_index,
             "busy": busy, "ends": ends, "waits": waits, "history": history,
             "peak_stash": engine.peak_held, "peak_stash_bytes": engine.peak_bytes,
-            "params": {s: st.flat_params.copy() for s, st in zip(my_stages, stages)}}
+            "params": {s: to_host(st.flat_params) for s, st in zip(my_stages, stages)},
+            "device": f"{device} ({device_reason})",
+            "transport": f"{transport} ({transport_reason})"}
     quiet_barrier(comm, c.wait, c.timeout)
     gathered = comm.gather(mine, root=0)
     run = Run(None, plan, grid, stages)
@@ -135,6 +141,8 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         run.result = _summarise(plan, gathered, losses, step_times, run.events, run.weights,
                                 check, first_step)
         run.result["ranks_on_node"] = grid.node.Get_size()
+        run.result["device"] = sorted({g["device"] for g in gathered})
+        run.result["transport"] = sorted({g["transport"] for g in gathered})
         run.result["cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else os.cpu_count()
     quiet_barrier(comm, c.wait, c.timeout)   # rank 0 may take a while (--check)
@@ -181,8 +189,9 @@ def _stop_on_non_finite(comm, step, mine, loss):
                          f"Try a smaller --lr; --no-nan-check turns this check off")
 
 
-def _microbatches(plan, grid, step):
-    """This replica's share of the global batch of `step`, cut into micro-batches."""
+def _microbatches(plan, grid, step, xp=np):
+    """This replica's share of the global batch of `step`, cut into micro-batches
+    (on the rank's device: the one host-to-device copy of a step, its input)."""
     c, data = plan.config, plan.dataset
     rows = batch_indices(step, c.global_batch, len(data), c.seed)
     share = c.global_batch // c.dp
@@ -192,8 +201,8 @@ def _microbatches(plan, grid, step):
     schedule = plan.schedule
     holds_first = schedule.place(0)[0] == grid.pp_index
     holds_last = schedule.place(schedule.num_stages - 1)[0] == grid.pp_index
-    inputs = [data.inputs[r] for r in cuts] if holds_first else None
-    targets = [data.targets[r] for r in cuts] if holds_last else None
+    inputs = [xp.asarray(data.inputs[r]) for r in cuts] if holds_first else None
+    targets = [xp.asarray(data.targets[r]) for r in cuts] if holds_last else None
     return inputs, targets
 
 

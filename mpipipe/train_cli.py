@@ -52,7 +52,8 @@ def cmd_train(args):
         seed=args.seed,
         lr=args.lr, optimizer=args.optimizer, data=args.data, samples=args.samples,
         input_dim=args.input_dim, output_dim=args.output_dim, partition=args.partition or ("params" if gpt else "uniform"),
-        wait=args.wait, timeout=args.timeout, log_every=args.log_every, nan_check=args.nan_check,
+        device=args.device, transport=args.transport, wait=args.wait, timeout=args.timeout,
+        log_every=args.log_every, nan_check=args.nan_check,
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, resume=args.resume)
     from .progress import Progress
@@ -181,6 +182,8 @@ def print_summary(result):
              f"{result['microbatches']} micro-batches of {result['microbatch_size']}"
              + (f", {result['virtual_stages']} chunks per rank" if result["virtual_stages"] > 1 else "")
              + (", recompute" if result["recompute"] else "") + ")",
+             f"  device        {'; '.join(result['device'])}",
+             f"  transport     {'; '.join(result['transport'])}",
              f"  step time     {result['step_time_s'] * 1e3:.2f} ms (median over steps 2..)",
              f"  bubble        {result['bubble_fraction']:.3f} measured, "
              f"{result['bubble_fraction_planned']:.3f} planned (equal stages, no comm)",

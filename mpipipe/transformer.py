@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, scatter_add
 from .layers import GELU, LayerNorm, Layer, Linear, Residual, Sequential
 
 
@@ -38,9 +38,8 @@ class Embedding(Layer):
         return None
 
     def backward_weight(self, dy, cache):
-        xp = array_module(dy)
         ids = cache
-        xp.add.at(self.grads["tok"], ids.reshape(-1), dy.reshape(-1, self.dim))
+        scatter_add(self.grads["tok"], ids.reshape(-1), dy.reshape(-1, self.dim))
         self.grads["pos"][: ids.shape[1]] += dy.sum(axis=0)
 
     def __repr__(self):

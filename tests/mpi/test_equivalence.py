@@ -66,6 +66,28 @@ def test_pipeline_trains_exactly_like_one_process(schedule, pp, dp, recompute):
 
 
 @pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("schedule", ["1f1b", "zb-h1"])
+def test_the_host_staged_transport_changes_nothing(schedule):
+    """Every message and the all-reduce through staging buffers: the same numbers."""
+    comm = group_of(4)
+    settings = dict(pp=2, dp=2, schedule=schedule, microbatches=4, global_batch=32, steps=3,
+                    layers=4, hidden=12, data="teacher", input_dim=6, output_dim=3, samples=200,
+                    optimizer="sgd", timeout=60)
+    direct = run_training(TrainConfig(**settings), comm)
+    staged = run_training(TrainConfig(transport="staged", **settings), comm)
+    problems = []
+    if comm.Get_rank() == 0:
+        if staged.result["losses"] != direct.result["losses"]:
+            problems.append(f"losses {staged.result['losses']} != {direct.result['losses']}")
+        if not all((a == b).all() for a, b in zip(staged.weights, direct.weights)):
+            problems.append("weights differ between staged and direct transport")
+        if not staged.result["transport"][0].startswith("staged"):
+            problems.append(f"transport was {staged.result['transport']}")
+    ok, message = verdict(comm, problems)
+    assert ok, message
+
+
+@pytest.mark.mpi(min_size=2)
 def test_check_catches_a_pipeline_that_is_wrong():
     """--check must be able to fail: corrupt one stage's gradient scaling and see it caught."""
     comm = group_of(2)

@@ -1,0 +1,89 @@
+"""The GPU path: CuPy-resident weights, CUDA-aware or host-staged messages.
+
+Skipped, with the reason, where CuPy or a GPU is missing (CI has none). On a
+GPU machine: `python -m pytest -q tests/gpu` (it starts its own mpiexec runs).
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ..test_cli import mpiexec
+
+
+def _gpu_problem():
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "CuPy sees no GPU"
+    except Exception as error:
+        return f"no usable GPU: {error}"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_gpu_problem() is not None, reason=str(_gpu_problem()))
+
+MODEL = ["--data", "teacher", "--input-dim", "64", "--output-dim", "64", "--hidden", "64",
+         "--layers", "4", "--global-batch", "64", "--microbatches", "4", "--steps", "4",
+         "--optimizer", "sgd", "--quiet", "--json"]
+
+
+def train(ranks, *args, env=None):
+    import os
+
+    done = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpipipe", "train",
+                           *MODEL, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zb-h1"])
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_on_the_gpu_the_pipeline_equals_one_process(schedule, ranks):
+    summary = train(ranks, "--device", "gpu", "--schedule", schedule, "--check")
+    assert summary["check"]["passed"], summary["check"]
+    assert all(d.startswith("gpu") for d in summary["device"])
+
+
+def test_staged_and_cuda_aware_give_the_same_numbers():
+    staged = train(2, "--device", "gpu", "--transport", "staged")
+    direct = train(2, "--device", "gpu", env={"MPIPIPE_CUDA_AWARE": "1"})
+    assert staged["transport"][0].startswith("staged") and direct["transport"][0].startswith("direct")
+    assert staged["losses"] == direct["losses"]
+
+
+def test_no_weights_leave_the_gpu_during_a_step(monkeypatch):
+    """During steps, only the per-step scalars come back: the loss and the NaN flags."""
+    import cupy
+    from mpi4py import MPI
+
+    from mpipipe.config import TrainConfig
+    from mpipipe.engine import Engine
+    from mpipipe.train import run_training
+
+    copied = []
+    original_get, original_run_step = cupy.ndarray.get, Engine.run_step
+    in_step = []
+
+    def counting_get(self, *args, **kwargs):
+        if in_step:
+            copied.append(self.size)
+        return original_get(self, *args, **kwargs)
+
+    def run_step(self, *args, **kwargs):
+        in_step.append(True)
+        try:
+            return original_run_step(self, *args, **kwargs)
+        finally:
+            in_step.clear()
+
+    monkeypatch.setattr(cupy.ndarray, "get", counting_get)
+    monkeypatch.setattr(Engine, "run_step", run_step)
+    run_training(TrainConfig(device="gpu", data="teacher", input_dim=64, output_dim=64,
+                             hidden=64, layers=2, steps=3, microbatches=4, global_batch=64),
+                 MPI.COMM_SELF)
+    assert copied and max(copied) < 64 * 64      # never a weight matrix, only small flags
