@@ -69,7 +69,7 @@ def scatter_add(target, indices, values):
 
 
 def to_host(array):
-    """A NumPy copy of `array` (a no-op for NumPy arrays): the one way data leaves a GPU."""
+    """A NumPy copy of `array`, wherever it lives: the one way data leaves a GPU."""
     if hasattr(array, "get"):
         return array.get()
-    return np.asarray(array)
+    return np.array(array)
