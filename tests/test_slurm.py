@@ -73,7 +73,7 @@ def test_scripts_ask_slurm_for_what_the_readme_promises():
             # per node, not per task: per-task binding hides the peer GPUs (CUDA IPC)
             assert any(o.startswith("--gpus-per-node=") for o in options), name
             assert not any(o.startswith("--gpus-per-task") for o in options), name
-            assert "MPIPIPE_CUDA_AWARE" in text and "PENDING" in text, name
+            assert "MPIPIPE_CUDA_AWARE" in text and "--device gpu" in text, name
 
 
 # ---- the scripts, run on a real cluster ---------------------------------------
