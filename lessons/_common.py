@@ -8,6 +8,7 @@ a message that will never come.
 
 import os
 import sys
+import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,6 +48,7 @@ def main_guard(main):
         sys.stderr.write("".join(f"[rank {rank}] {line}\n"
                                  for line in traceback.format_exc().splitlines()))
         sys.stderr.flush()
+        time.sleep(1.0)     # let mpiexec forward the message before Abort tears it down
         WORLD.Abort(1)
 
 

@@ -11,6 +11,7 @@ failing rank's message once.
 import json
 import os
 import sys
+import time
 import traceback
 
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
@@ -98,10 +99,21 @@ def given(value, default):
     return default if value is None else value
 
 
+ABORT_GRACE_S = 1.0
+
+
 def abort(comm, code, message):
-    """Print once from this rank and end every rank of the job (nobody waits forever)."""
+    """Print once from this rank and end every rank of the job (nobody waits forever).
+
+    The message travels from this process's stderr through the launcher's I/O
+    forwarding (MPICH: a proxy per node, then mpiexec). MPI_Abort makes the
+    launcher tear that chain down, and on a loaded machine it can do so before
+    the message has passed: the job then ends with the right exit status and no
+    word of why. Waiting a moment before Abort lets the message through.
+    """
     sys.stderr.write(message)
     sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
     comm.Abort(code)
     os._exit(code)      # Abort may return before the launcher has ended this process
 

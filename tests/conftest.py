@@ -7,6 +7,7 @@ and aborts the whole MPI job. The MPI tests also make every verdict collective
 """
 
 import sys
+import time
 
 import pytest
 
@@ -36,4 +37,5 @@ def pytest_runtest_makereport(item, call):
         sys.stderr.write(f"\n[rank {rank}] {item.nodeid} failed:\n{report.longreprtext}\n"
                          f"[rank {rank}] aborting the MPI job so no rank hangs\n")
         sys.stderr.flush()
+        time.sleep(1.0)     # let the launcher forward the report before Abort tears it down
         MPI.COMM_WORLD.Abort(1)
