@@ -3,7 +3,8 @@
     python benchmarks/scale.py [--quick] [--json FILE]
 
 1. The simulator's own time (generate, lower, walk) at P = 64, m = 1024 for every
-   schedule (target: the walk under 1 s for 1F1B).
+   schedule (target: the walk under 1 s for 1F1B), and the memory it takes (the
+   peak of Python's allocations while planning and walking 1F1B, tracemalloc).
 2. Bubble fraction of one flushed step against P, m and V for each schedule,
    unit costs, free messages: the table to choose a schedule from.
 3. GPT-3's 1024-GPU layout (TP 8 x PP 16 x DP 8, 96 layers, m = 64..512): bubble
@@ -14,6 +15,7 @@
 import argparse
 import json
 import time
+import tracemalloc
 
 from mpipipe.schedules import lower, make_schedule, plan
 from mpipipe.simulate import peak_stash, simulate, walk
@@ -37,6 +39,16 @@ def timing(P, m):
                      "lower_s": t2 - t1, "walk_s": t3 - t2,
                      "bubble": timeline.bubble_fraction})
     return rows
+
+
+def memory_mib(P, m):
+    """Peak MiB Python allocates to generate, lower and walk 1F1B (tracemalloc: slow, so apart)."""
+    tracemalloc.start()
+    try:
+        walk(lower(make_schedule("1f1b", P, m, 1)))
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
 
 
 def bubble_table(Ps, ms):
@@ -65,6 +77,9 @@ def main():
     for r in out["timing"]:
         print(f"{r['schedule']:>12} {r['V']:>2} {r['actions']:>8} {r['generate_s']:>11.2f} "
               f"{r['lower_s']:>8.2f} {r['walk_s']:>7.2f} {r['bubble']:>7.3f}")
+    out["memory_mib_1f1b"] = memory_mib(P, m)
+    print(f"memory: generating, lowering and walking 1f1b at P={P}, m={m} peaks at "
+          f"{out['memory_mib_1f1b']:.0f} MiB of Python objects")
     Ps, ms = ((4, 8), (8, 32)) if args.quick else ((4, 8, 16, 32), (8, 32, 128))
     out["bubbles"] = bubble_table(Ps, ms)
     print("\nbubble fraction of one flushed step (unit costs, free messages):")

@@ -11,13 +11,14 @@ Ranks that block on a receive are parked and woken by the matching send, so a
 walk is linear in the number of actions (P=64, m=1024 is ~0.5 M actions).
 """
 
+import gc
 from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .errors import ScheduleError
 from .schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, RECV_B, RECV_F, SEND_B,
-                                SEND_F, STASH_RELEASE, W, message_key)
+                                SEND_F, STASH_RELEASE, W)
 
 
 @dataclass(frozen=True)
@@ -93,50 +94,78 @@ class Timeline:
 
 def walk(schedule, costs=Costs()):
     """Simulate a lowered schedule; raise ScheduleError naming the rank if it cannot finish."""
+    # A walk keeps every event it makes (about a million small objects at P=64,
+    # m=1024), and Python's cyclic garbage collector would rescan them again and
+    # again as they pile up; none of them can form a cycle, so it is paused.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _walk(schedule, costs)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+# The message key of message_key(), built inline in the walk (it runs once per
+# action): kind -> (direction, is a send, stage offset of the receiving stage).
+_MESSAGE = {SEND_F: ("F", True, 1), RECV_F: ("F", False, 0),
+            SEND_B: ("B", True, -1), RECV_B: ("B", False, 0)}
+
+
+def _walk(schedule, costs):
     P = schedule.num_ranks
     programs = schedule.programs
     position, clock, busy = [0] * P, [0.0] * P, [0.0] * P
     events = []
+    record = events.append
     in_flight = {}     # message key -> time it was sent
     blocked_on = {}    # message key -> rank waiting for it
     cost = {(kind, stage): costs.of(kind, schedule.chunks, stage)
             for kind in COMPUTE for stage in range(schedule.num_stages)}
+    latency = costs.comm
     handoffs = _LocalHandoffs(schedule)
+    check_handoffs = handoffs.check if handoffs.any else None
     runnable = deque(range(P))
-    while runnable:
+    while runnable:     # run a rank until it finishes or waits; a send wakes its receiver
         rank = runnable.popleft()
-        program = programs[rank]
-        stages = schedule.stage_map[rank]
-        while position[rank] < len(program):
-            action = program[position[rank]]
+        program, stages = programs[rank], schedule.stage_map[rank]
+        now, at, length, computed = clock[rank], position[rank], len(programs[rank]), 0.0
+        while at < length:
+            action = program[at]
             kind = action.kind
-            if kind in (RECV_F, RECV_B):
-                key = message_key(schedule, rank, action)
-                if key not in in_flight:
-                    blocked_on[key] = rank
-                    break
-                start = clock[rank]
-                clock[rank] = max(start, in_flight.pop(key) + costs.comm)
-                events.append(Event(rank, action, start, clock[rank]))
-            elif kind in (SEND_F, SEND_B):
-                key = message_key(schedule, rank, action)
-                if key in in_flight:
-                    raise ScheduleError(f"rank {rank} sends {action} twice in one step")
-                in_flight[key] = clock[rank]
-                events.append(Event(rank, action, clock[rank], clock[rank]))
-                if key in blocked_on:
-                    runnable.append(blocked_on.pop(key))
-            elif kind in COMPUTE:
+            message = _MESSAGE.get(kind)
+            if message is None:
+                if kind not in COMPUTE:
+                    raise ScheduleError(f"rank {rank}: unknown action {action!r}")
                 stage = stages[action.chunk]
-                if handoffs.any:
-                    handoffs.check(rank, action, stage)
-                start = clock[rank]
-                clock[rank] = start + cost[kind, stage]
-                busy[rank] += clock[rank] - start
-                events.append(Event(rank, action, start, clock[rank]))
+                if check_handoffs:
+                    check_handoffs(rank, action, stage)
+                took = cost[kind, stage]
+                computed += took
+                record(Event(rank, action, now, now + took))
+                now += took
             else:
-                raise ScheduleError(f"rank {rank}: unknown action {action!r}")
-            position[rank] += 1
+                direction, is_send, offset = message
+                stage = stages[action.chunk] + offset
+                if is_send:
+                    key = (rank, action.peer, direction, action.microbatch, stage)
+                    if key in in_flight:
+                        raise ScheduleError(f"rank {rank} sends {action} twice in one step")
+                    in_flight[key] = now
+                    record(Event(rank, action, now, now))
+                    if key in blocked_on:
+                        runnable.append(blocked_on.pop(key))
+                else:
+                    key = (action.peer, rank, direction, action.microbatch, stage)
+                    if key not in in_flight:
+                        blocked_on[key] = rank
+                        break
+                    start = now
+                    now = max(now, in_flight.pop(key) + latency)
+                    record(Event(rank, action, start, now))
+            at += 1
+        clock[rank], position[rank] = now, at
+        busy[rank] += computed
     if blocked_on:
         raise ScheduleError(_deadlock_message(schedule, position, blocked_on, in_flight))
     if in_flight:
