@@ -144,7 +144,7 @@ def _leftovers():
     return found
 
 
-def test_batch_scripts_run_on_a_real_slurm_cluster():
+def test_batch_scripts_run_on_a_real_slurm_cluster(capsys):
     reason = _why_no_cluster()
     if reason:
         _skip(reason)
@@ -159,6 +159,9 @@ def test_batch_scripts_run_on_a_real_slurm_cluster():
             _skip((up.stderr.strip().splitlines() or ["cluster_up.sh exit status 77"])[-1])
         assert up.returncode == 0, f"cluster_up.sh failed ({up.returncode}): {up.stderr[-2000:]}"
         jobs = _run("run_jobs.sh", env, timeout=360)
+        with capsys.disabled():     # the job report belongs in the log, passed or not
+            report = [line for line in jobs.stdout.splitlines() if line.startswith("[run_jobs]")]
+            print("\n" + "\n".join(report), flush=True)
         assert jobs.returncode == 0, (
             f"run_jobs.sh failed ({jobs.returncode}):\n{jobs.stdout[-4000:]}{jobs.stderr[-2000:]}")
         assert "all jobs ended as expected" in jobs.stdout
