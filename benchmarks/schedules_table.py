@@ -8,6 +8,9 @@ schedule has chunks), prints one Markdown row:
   simulated  mpipipe's simulator, unit costs;
   measured   from the per-action timestamps of `mpiexec -n P mpipipe train`
              (median over steps 2..), 8 x [Linear(512,512) + GELU], float32;
+  last step  that step's measured bubble, and the simulator's plan fed with
+             that step's measured action times, each stage at its own speed:
+             what is left between the two is messages and noise;
   peak stash on the first rank: formula, simulated, measured by the engine.
 
 With more ranks than cores (P = 4 on a 2-core machine) the ranks share cores,
@@ -55,9 +58,9 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     m = args.microbatches
-    print("| P | schedule | bubble: formula | simulated | measured | peak stash rank 0: "
-          "formula | simulated | measured |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| P | schedule | bubble: formula | simulated | measured | last step: measured | "
+          "planned with its stage times | peak stash rank 0: formula | simulated | measured |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for P in (int(p) for p in args.ranks.split(",")):
         flag = " (oversubscribed)" if P > (os.cpu_count() or 1) else ""
         for name in SCHEDULES:
@@ -71,6 +74,8 @@ def main():
             stash = stash_formula(name, P, mm, V)
             print(f"| {P}{flag} | {name} | {'-' if expected is None else f'{expected:.3f}'} | "
                   f"{timeline.bubble_fraction:.3f} | {run['bubble_fraction']:.3f} | "
+                  f"{run['bubble_fraction_last_step']:.3f} | "
+                  f"{run['bubble_fraction_last_step_planned']:.3f} | "
                   f"{'-' if stash is None else stash} | {timeline.peak_stash[0]} | "
                   f"{run['peak_stash'][0]} |", flush=True)
 

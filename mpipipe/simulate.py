@@ -13,7 +13,7 @@ walk is linear in the number of actions (P=64, m=1024 is ~0.5 M actions).
 
 import gc
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from .errors import ScheduleError
@@ -182,8 +182,15 @@ def simulate(schedule, costs=Costs()):
     return walk(lower(schedule), costs)
 
 
-def costs_from_events(events, chunks=1, recompute=False):
-    """A cost model from measured actions: the mean time of each kind (per rank's share)."""
+def costs_from_events(events, chunks=1, recompute=False, schedule=None):
+    """A cost model from measured actions: the mean time of each kind (per rank's share).
+
+    Given the schedule that ran, each stage also gets its own factor (its
+    measured compute time over what the means predict for its actions), so a
+    plan made with these costs keeps a slow stage slow: real stages are rarely
+    equal (the last one computes the loss, the first skips one input gradient),
+    and that alone opens bubbles that equal costs would hide.
+    """
     from statistics import mean
 
     times = {}
@@ -191,8 +198,20 @@ def costs_from_events(events, chunks=1, recompute=False):
         if e.action.kind in COMPUTE:
             times.setdefault(e.action.kind, []).append(e.end - e.start)
     values = {kind: mean(v) * chunks for kind, v in times.items()}
-    return Costs(F=values.get(F, 1.0), B=values.get(B, 1.0), W=values.get(W, 1.0),
-                 BW=values.get(BW), recompute=recompute)
+    costs = Costs(F=values.get(F, 1.0), B=values.get(B, 1.0), W=values.get(W, 1.0),
+                  BW=values.get(BW), recompute=recompute)
+    if schedule is None:
+        return costs
+    measured = [0.0] * schedule.num_stages
+    predicted = [0.0] * schedule.num_stages
+    for e in events:
+        if e.action.is_compute:      # a recomputed forward counts towards its stage's time
+            stage = schedule.stage(e.rank, e.action.chunk)
+            measured[stage] += e.end - e.start
+            if e.action.kind in COMPUTE:
+                predicted[stage] += costs.of(e.action.kind, chunks)
+    factors = tuple(m / p if p > 0 else 1.0 for m, p in zip(measured, predicted))
+    return replace(costs, stage_factors=factors)
 
 
 def steady_state(schedule, costs=Costs()):

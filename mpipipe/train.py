@@ -26,7 +26,7 @@ from .model import build_stage
 from .optim import make_optimizer
 from .p2p import WaitTimeout, quiet_barrier, wait
 from .reference import relative_error, train_sequential
-from .simulate import Costs, Event, simulate
+from .simulate import Costs, Event, costs_from_events, simulate
 from .timeline import render
 from .transport import choose as choose_transport
 
@@ -232,6 +232,10 @@ def _summarise(plan, gathered, losses, step_times, events, weights, check, first
     replica0 = sorted((g for g in gathered if g["dp_index"] == 0), key=lambda g: g["pp_index"])
     in_ms = [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in events]
     planned = simulate(plan.schedule, Costs(recompute=c.recompute))
+    # The plan again, with the last step's measured time of each stage's actions:
+    # what is left between it and that step's measured bubble is messages and noise.
+    as_measured = simulate(plan.schedule, costs_from_events(in_ms, plan.schedule.chunks,
+                                                            c.recompute, plan.schedule))
     result = {
         "schedule": c.schedule, "pp": c.pp, "dp": c.dp, "microbatches": c.microbatches,
         "virtual_stages": c.virtual_stages, "recompute": c.recompute,
@@ -243,6 +247,8 @@ def _summarise(plan, gathered, losses, step_times, events, weights, check, first
         "step_times_s": step_times,
         "bubble_fraction": statistics.median(bubbles[measured]),
         "bubble_fraction_planned": planned.bubble_fraction,
+        "bubble_fraction_last_step": bubbles[-1],
+        "bubble_fraction_last_step_planned": as_measured.bubble_fraction,
         "comm_wait_s": [statistics.median(g["waits"][measured]) for g in replica0],
         "peak_stash": [g["peak_stash"] for g in replica0],
         "peak_stash_bytes": [g["peak_stash_bytes"] for g in replica0],

@@ -160,10 +160,10 @@ def save_pictures(args, run):
         panels = [(in_ms, r["pp"], f"measured: {name}, bubble {r['bubble_fraction']:.3f} "
                    f"(median), this step {measured_bubble(in_ms, r['pp']):.3f}", "ms")]
         if args.compare:
-            costs = costs_from_events(in_ms, chunks, r["recompute"])
+            costs = costs_from_events(in_ms, chunks, r["recompute"], run.plan.schedule)
             planned = simulate(run.plan.schedule, costs)
-            panels.insert(0, (planned.events, r["pp"], f"plan with the measured mean action "
-                              f"times: {name}, bubble {planned.bubble_fraction:.3f}", "ms"))
+            panels.insert(0, (planned.events, r["pp"], f"plan with each stage's measured mean "
+                              f"action times: {name}, bubble {planned.bubble_fraction:.3f}", "ms"))
         draw(args.timeline, panels)
         print(f"timeline drawn in {args.timeline}", flush=True)
 
@@ -199,6 +199,9 @@ def print_summary(result):
              f"  step time     {result['step_time_s'] * 1e3:.2f} ms (median over steps 2..)",
              f"  bubble        {result['bubble_fraction']:.3f} measured, "
              f"{result['bubble_fraction_planned']:.3f} planned (equal stages, no comm)",
+             f"  last step     bubble {result['bubble_fraction_last_step']:.3f} measured, "
+             f"{result['bubble_fraction_last_step_planned']:.3f} planned with each stage's "
+             f"measured action times",
              "  comm wait     " + " ".join(f"{w * 1e3:.2f}" for w in result["comm_wait_s"])
              + " ms per step (rank 0..)",
              "  peak stash    " + " ".join(map(str, result["peak_stash"]))

@@ -268,3 +268,19 @@ def test_unequal_stages_and_messages_break_the_promise():
     assert slow_last.makespan == pytest.approx(m * 6 + (P - 1) * 3)
     latency = simulate(plan("zb-h1", P, m), Costs(comm=0.5))
     assert latency.makespan > simulate(plan("zb-h1", P, m)).makespan
+
+
+@pytest.mark.parametrize("name, V", [("1f1b", 1), ("zb-h1", 1), ("interleaved", 2)])
+def test_costs_read_back_from_a_run_keep_each_stage_its_speed(name, V):
+    """A 'run' whose last stage is twice as slow, read back into costs, plans that same run;
+    the plain mean-cost model would plan equal stages and miss the bubble they open."""
+    schedule = plan(name, 4, 8, V)
+    factors = tuple([1.0] * (schedule.num_stages - 1) + [2.0])
+    ran = simulate(schedule, Costs(F=1.0, B=1.5, W=0.5, BW=2.0, stage_factors=factors))
+    from mpipipe.simulate import costs_from_events
+
+    replanned = simulate(schedule, costs_from_events(ran.events, schedule.chunks, False, schedule))
+    assert replanned.makespan == pytest.approx(ran.makespan, rel=1e-9)
+    assert replanned.busy == pytest.approx(ran.busy, rel=1e-9)
+    equal = simulate(schedule, costs_from_events(ran.events, schedule.chunks))
+    assert equal.bubble_fraction < ran.bubble_fraction - 0.02
