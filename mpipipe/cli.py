@@ -132,7 +132,8 @@ def build_parser():
     v.add_argument("--timeline", metavar="FILE.png", help="draw the last step as it ran "
                    "(needs matplotlib: the plot extra)")
     v.add_argument("--compare", action="store_true", help="with --timeline: draw the plan (the "
-                   "simulator, with the measured mean action times) above the measurement")
+                   "simulator, fed with each stage's measured mean action times) above the "
+                   "measurement")
     v.add_argument("--trace", metavar="FILE.json", help="save every action of every step as a "
                    "Chrome trace (open in ui.perfetto.dev; `mpipipe report FILE.json`)")
     train.set_defaults(func=cmd_train)
