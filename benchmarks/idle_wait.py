@@ -74,9 +74,14 @@ if __name__ == "__main__":
     if os.environ.get("MPIPIPE_IDLE_PART1"):
         part1()
     else:
+        import argparse
+
+        parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+        parser.add_argument("--quick", action="store_true", help="one round instead of three")
+        quick = parser.parse_args().quick
         print("a rank waiting 2 s for a message:", flush=True)
         subprocess.run([mpiexec(), "-n", "2", sys.executable, __file__], check=True,
                        env=dict(os.environ, MPIPIPE_IDLE_PART1="1"))
-        rounds = 1 if "--quick" in sys.argv else 3
+        rounds = 1 if quick else 3
         print(f"oversubscribed pipeline (median of {rounds} alternating runs each):", flush=True)
         part2(rounds)

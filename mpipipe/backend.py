@@ -28,9 +28,16 @@ def select_device(requested, local_rank):
         return "cpu", np, "--device cpu"
     try:
         import cupy
+    except ImportError:
+        if requested == "gpu":
+            from .errors import ConfigError
 
+            raise ConfigError("--device gpu needs CuPy: pip install 'mpipipe[gpu]' (the "
+                              "cupy-cuda12x wheel; another CUDA wants another cupy wheel)") from None
+        return "cpu", np, "CuPy is not installed"
+    try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as error:          # no CuPy, no driver, no device
+    except Exception as error:          # no driver, no device
         if requested == "gpu":
             from .errors import ConfigError
 

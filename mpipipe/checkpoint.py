@@ -122,9 +122,17 @@ def latest(root, info):
     for key in ("spec", "optimizer"):
         if manifest[key] != info[key]:
             raise ConfigError(f"the checkpoint in {root} was written for another {key}: "
-                              f"{manifest[key]} there, {info[key]} now; resume with the same "
+                              f"{_differences(manifest[key], info[key])}; resume with the same "
                               f"model settings or use another --checkpoint-dir")
     return manifest
+
+
+def _differences(there, now):
+    """'hidden 64 there, 32 now, ...': only the settings that differ."""
+    if not (isinstance(there, dict) and isinstance(now, dict)):
+        return f"{there} there, {now} now"
+    keys = [k for k in sorted(set(there) | set(now)) if there.get(k) != now.get(k)]
+    return ", ".join(f"{k} {there.get(k)} there, {now.get(k)} now" for k in keys)
 
 
 def load_stage(root, manifest, block_indices, stage, optimizer):

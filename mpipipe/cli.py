@@ -52,8 +52,11 @@ def build_parser():
 
     train = commands.add_parser(
         "train", help="train a model with a pipeline schedule (run it under mpiexec)",
-        description="Train an MLP on embedded data with each MPI rank holding one pipeline stage. "
-        "Launch with e.g. `mpiexec -n 4 mpipipe train`: ranks = pp x dp.",
+        description="Train a model (an MLP, or with --model gpt a small transformer) on "
+        "embedded data or a text file, pipelined: each MPI rank holds one pipeline stage (or "
+        "several model chunks, for interleaved, looped-bfs and zbv), and dp replicas of the "
+        "pipeline average their gradients. Launch with e.g. `mpiexec -n 4 mpipipe train`: "
+        "ranks = pp x dp.",
         epilog="Rank layout: world rank = dp_index * pp + pp_index (see `mpipipe topology`).")
     t = train.add_argument_group("parallelism")
     t.add_argument("--pp", type=int, help="pipeline stages (default: all ranks / dp)")
@@ -124,10 +127,11 @@ def build_parser():
     k.add_argument("--resume", action="store_true", help="continue from the newest complete "
                    "checkpoint in --checkpoint-dir (any pp/dp; the same model and optimizer)")
     r.add_argument("--check", action="store_true", help="re-run the training in one process "
-                   "and fail unless losses and weights agree (float64: rel. error < 1e-9)")
+                   "and fail unless losses and weights agree (float64: rel. error < 1e-9; "
+                   "float32: < 1e-4, which holds for a few steps only)")
     r.add_argument("--json", action="store_true", help="end with one line of JSON: the summary "
                    "(and no progress bar)")
-    r.add_argument("--quiet", action="store_true", help="no per-step lines, no progress bar")
+    r.add_argument("--quiet", action="store_true", help="no banner, no per-step lines, no progress bar")
     v = train.add_argument_group("pictures and traces")
     v.add_argument("--timeline", metavar="FILE.png", help="draw the last step as it ran "
                    "(needs matplotlib: the plot extra)")
@@ -220,6 +224,8 @@ def cmd_simulate(args):
         schedule = plan(args.schedule, args.stages, m, args.virtual_stages)
         costs = replace(Costs.parse(args.costs), recompute=args.recompute,
                         stage_factors=parse_stage_factors(args.stage_costs, schedule.num_stages))
+        if args.timeline:
+            check_picture_path(args.timeline)
     except (ConfigError, ScheduleError, ValueError) as error:
         print(f"mpipipe simulate: error: {error}", file=sys.stderr)
         return 2
@@ -268,15 +274,30 @@ def cmd_simulate(args):
     return 0
 
 
+def check_picture_path(path):
+    """Before any work: can a PNG be drawn into `path`? (ConfigError saying why not)"""
+    import importlib.util
+
+    from .errors import ConfigError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("--timeline needs matplotlib: pip install 'mpipipe[plot]'")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write {path}: {folder} is not a writable folder")
+
+
 def cmd_sample(args):
     from .errors import ConfigError
+    from .data import ARITHMETIC_VOCAB
     from .sample import generate, load_model
 
     try:
         model, spec, vocab = load_model(args.checkpoint_dir)
-        prompts = args.prompt or (["12+34=", "7+58=", "99+1=", "40+40="] if "+" in vocab
+        arithmetic = vocab == ARITHMETIC_VOCAB     # the embedded sums' characters, exactly
+        prompts = args.prompt or (["12+34=", "7+58=", "99+1=", "40+40="] if arithmetic
                                   else [vocab[0]])
-        stop = "." if vocab == "0123456789+=." else None
+        stop = "." if arithmetic else None
         for prompt in prompts:
             print(generate(model, spec, vocab, prompt, args.length, args.temperature, args.seed,
                            stop))

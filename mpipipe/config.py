@@ -147,7 +147,13 @@ def prepare(config, world_size):
                      last_activation=c.last_activation, seed=c.seed, dtype=c.dtype,
                      kind=c.model, heads=c.heads, seq_len=dataset.tokens if token_data else 1)
     schedule = validate(make_schedule(c.schedule, c.pp, c.microbatches, c.virtual_stages))
-    partition = make_partition(c.partition, block_param_counts(spec), schedule.num_stages)
+    stages = schedule.num_stages
+    if c.model == "gpt" and stages > spec.num_blocks:   # the embedding and the head are blocks too
+        raise ConfigError(
+            f"{stages} pipeline stages but the GPT has only {spec.num_blocks} blocks (embedding, "
+            f"{c.layers} transformer block(s), head): use --layers "
+            f"{stages - (spec.num_blocks - c.layers)} or more, or fewer stages (pp x virtual stages)")
+    partition = make_partition(c.partition, block_param_counts(spec), stages)
     blocks = block_ranges(partition)
     shapes = [spec.boundary_shape(r.start) for r in blocks] + [spec.boundary_shape(spec.num_blocks)]
     return Plan(c, spec, dataset, partition, blocks, schedule,

@@ -3,8 +3,13 @@
 Drawn only when standard output is a terminal (and not under --json): in a log
 file or a batch job's output the per-step lines say the same without the
 carriage returns. Only rank 0 ever writes, so lines of ranks never interleave.
+
+Under mpiexec a rank's output is a pipe to the launcher even when the launcher
+writes to a terminal, and a rank cannot tell; MPIPIPE_PROGRESS=1 draws the bar
+anyway (mpiexec passes the variable on), MPIPIPE_PROGRESS=0 never.
 """
 
+import os
 import sys
 import time
 
@@ -12,7 +17,9 @@ import time
 class Progress:
     def __init__(self, total, samples_per_step, enabled=True, stream=None):
         self.stream = stream or sys.stdout
-        self.enabled = enabled and self.stream.isatty()
+        wanted = os.environ.get("MPIPIPE_PROGRESS")
+        self.enabled = enabled and (self.stream.isatty() if wanted not in ("0", "1")
+                                    else wanted == "1")
         self.total, self.samples_per_step = total, samples_per_step
         self.start = time.perf_counter()
         self.shown = False

@@ -21,7 +21,8 @@ def load_model(root):
         raise ConfigError(f"no complete checkpoint in {root}: train with --checkpoint-dir {root}")
     spec = ModelSpec(**manifest["spec"])
     if spec.kind != "gpt" or not manifest.get("vocab"):
-        raise ConfigError(f"the checkpoint in {root} is not a GPT on text: nothing to sample")
+        raise ConfigError(f"the checkpoint in {root} holds a {spec.kind} model, not a GPT: "
+                          f"mpipipe sample needs one trained with --model gpt")
     model = build_stage(spec, range(spec.num_blocks))
     checkpoint.load_stage(root, manifest, range(spec.num_blocks), model,
                           SGD(model.flat_params, momentum=0))

@@ -224,5 +224,9 @@ def print_summary(result):
         lines.append(f"  check         {verdict}: losses rel. error {check['loss_rel_err']:.2e}, "
                      f"weights {check['weight_rel_err']:.2e} (tolerance {check['tolerance']:g}) "
                      f"against the single-process run")
+        if not check["passed"] and result["dtype"] == "float32":
+            lines.append("                float32 rounds differently in another summation order, "
+                         "and training makes the differences grow step by step: "
+                         "for an exact check use --dtype float64")
     lines += ["", "timeline of the last step (measured, pipeline of replica 0):", result["timeline"]]
     print("\n".join(lines), flush=True)

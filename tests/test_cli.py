@@ -50,6 +50,11 @@ def test_simulate_rejects_bad_input(capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_simulate_checks_the_picture_path_before_simulating(capsys, tmp_path):
+    assert main(["simulate", "--timeline", str(tmp_path / "missing" / "plan.png")]) == 2
+    assert "is not a writable folder" in capsys.readouterr().err
+
+
 def test_simulate_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["simulate", "--stages", "0"])

@@ -157,6 +157,7 @@ def test_resuming_another_model_is_refused(tmp_path):
                     "--resume")
     assert done.returncode == 2
     assert done.stderr.count("was written for another spec") == 1
+    assert "hidden 16 there, 8 now; resume with the same" in done.stderr
 
 
 def test_bad_fault_specification_is_a_clear_error():

@@ -46,3 +46,9 @@ def test_gpt_settings_are_checked():
     done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpipipe", "train",
                            "--data", "arithmetic"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "use --model gpt" in done.stderr
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpipipe", "train",
+                           "--model", "gpt", "--layers", "1", "--schedule", "interleaved"],
+                          capture_output=True, text=True, timeout=60)
+    # 4 stages need 4 blocks; the embedding and the head are two of them
+    assert done.returncode == 2
+    assert done.stderr.count("the GPT has only 3 blocks") == 1 and "use --layers 2" in done.stderr

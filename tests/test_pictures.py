@@ -60,7 +60,8 @@ def test_png_timeline_has_the_right_size_and_is_not_blank(tmp_path):
     assert coloured > 0.05                                   # boxes really drawn
 
 
-def test_progress_bar_only_on_a_terminal():
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    monkeypatch.delenv("MPIPIPE_PROGRESS", raising=False)
     class Terminal(io.StringIO):
         def isatty(self):
             return True
@@ -79,6 +80,14 @@ def test_progress_bar_only_on_a_terminal():
     quiet.update(5, 0.5)
     quiet.print("step 5")
     assert plain.getvalue() == "step 5\n"
+    monkeypatch.setenv("MPIPIPE_PROGRESS", "1")     # under mpiexec: a pipe, the bar on request
+    piped = io.StringIO()
+    Progress(10, 256, stream=piped).update(5, 0.5)
+    assert "5/10  loss 0.5000" in piped.getvalue()
+    monkeypatch.setenv("MPIPIPE_PROGRESS", "0")
+    off = Terminal()
+    Progress(10, 256, stream=off).update(5, 0.5)
+    assert off.getvalue() == ""
 
 
 def test_trace_report_and_png_from_a_real_run(tmp_path):

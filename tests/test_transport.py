@@ -52,3 +52,16 @@ def test_staging_round_trip_reuses_buffers():
     staging.up(host, target)
     assert np.array_equal(target, array)
     assert staging.take((2, 3), array.dtype) is host      # given back, taken again
+
+
+def test_without_cupy_gpu_is_refused_with_the_install_line_and_auto_takes_the_cpu():
+    import importlib.util
+
+    from mpipipe.backend import select_device
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
+    with pytest.raises(ConfigError, match=r"pip install 'mpipipe\[gpu\]'"):
+        select_device("gpu", 0)
+    device, xp, why = select_device("auto", 0)
+    assert device == "cpu" and xp is np and why == "CuPy is not installed"
