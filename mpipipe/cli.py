@@ -146,7 +146,8 @@ def build_parser():
         "simulate", help="plan a schedule and draw its timeline (no MPI needed)",
         description="Simulate one step of a schedule with given action costs: the ASCII "
         "timeline, makespan, bubble fraction and peak stashed activations per rank.")
-    sim.add_argument("--schedule", default="1f1b", choices=sorted(GENERATORS))
+    sim.add_argument("--schedule", default="1f1b", choices=sorted(GENERATORS),
+                     help="the schedule to plan (default 1f1b)")
     sim.add_argument("--stages", type=positive_int, default=4, help="pipeline ranks P (default 4)")
     sim.add_argument("--microbatches", type=positive_int, help="micro-batches m (default 8; 1 for naive)")
     sim.add_argument("--virtual-stages", type=positive_int,
@@ -196,8 +197,8 @@ def build_parser():
     top = commands.add_parser("topology", help="print the rank grid of a pp x dp run",
                               description="Print which world rank holds which stage of which "
                               "replica, and the communicators Comm.Split builds.")
-    top.add_argument("--pp", type=positive_int, default=4)
-    top.add_argument("--dp", type=positive_int, default=2)
+    top.add_argument("--pp", type=positive_int, default=4, help="pipeline stages (default 4)")
+    top.add_argument("--dp", type=positive_int, default=2, help="data-parallel replicas (default 2)")
     top.set_defaults(func=cmd_topology)
     return parser
 
@@ -245,6 +246,10 @@ def cmd_simulate(args):
                "steady_state_step": steady_time, "steady_state_bubble_fraction": steady_bubble,
                "peak_stash": timeline.peak_stash}
     if args.json:
+        if args.actions:
+            summary["actions"] = [[str(a) for a in program] for program in schedule.programs]
+        if args.timeline:
+            draw_plan(args, schedule, timeline, P, m, V)
         print(json.dumps(summary))
         return 0
     chunks = f" x {V} chunks" if V > 1 else ""
@@ -265,13 +270,17 @@ def cmd_simulate(args):
     if args.actions:
         print(schedule)
     if args.timeline:
-        from .plot import draw
-
-        title = (f"plan: {args.schedule}, P={P}, m={m}" + (f", V={V}" if V > 1 else "")
-                 + f", bubble {timeline.bubble_fraction:.3f}")
-        draw(args.timeline, [(timeline.events, P, title, "time units")])
+        draw_plan(args, schedule, timeline, P, m, V)
         print(f"timeline drawn in {args.timeline}")
     return 0
+
+
+def draw_plan(args, schedule, timeline, P, m, V):
+    from .plot import draw
+
+    title = (f"plan: {args.schedule}, P={P}, m={m}" + (f", V={V}" if V > 1 else "")
+             + f", bubble {timeline.bubble_fraction:.3f}")
+    draw(args.timeline, [(timeline.events, P, title, "time units")])
 
 
 def check_picture_path(path):

@@ -50,6 +50,15 @@ def test_simulate_rejects_bad_input(capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_simulate_json_keeps_the_actions_and_draws_the_picture(capsys, tmp_path):
+    picture = tmp_path / "plan.png"
+    assert main(["simulate", "--stages", "2", "--microbatches", "2", "--actions", "--json",
+                 "--timeline", str(picture)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["actions"][1][:3] == ["RECV_F0<-r0", "F0", "BW0"]
+    assert picture.stat().st_size > 0
+
+
 def test_simulate_checks_the_picture_path_before_simulating(capsys, tmp_path):
     assert main(["simulate", "--timeline", str(tmp_path / "missing" / "plan.png")]) == 2
     assert "is not a writable folder" in capsys.readouterr().err
