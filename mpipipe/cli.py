@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from .train_cli import cmd_train, launcher_rank
+from .train_cli import check_writable, cmd_train, launcher_rank, needs_matplotlib
 
 class Parser(argparse.ArgumentParser):
     """Usage errors are printed by one rank, not by all of them."""
@@ -226,7 +226,8 @@ def cmd_simulate(args):
         costs = replace(Costs.parse(args.costs), recompute=args.recompute,
                         stage_factors=parse_stage_factors(args.stage_costs, schedule.num_stages))
         if args.timeline:
-            check_picture_path(args.timeline)
+            needs_matplotlib()
+            check_writable(args.timeline)
     except (ConfigError, ScheduleError, ValueError) as error:
         print(f"mpipipe simulate: error: {error}", file=sys.stderr)
         return 2
@@ -281,19 +282,6 @@ def draw_plan(args, schedule, timeline, P, m, V):
     title = (f"plan: {args.schedule}, P={P}, m={m}" + (f", V={V}" if V > 1 else "")
              + f", bubble {timeline.bubble_fraction:.3f}")
     draw(args.timeline, [(timeline.events, P, title, "time units")])
-
-
-def check_picture_path(path):
-    """Before any work: can a PNG be drawn into `path`? (ConfigError saying why not)"""
-    import importlib.util
-
-    from .errors import ConfigError
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError("--timeline needs matplotlib: pip install 'mpipipe[plot]'")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"cannot write {path}: {folder} is not a writable folder")
 
 
 def cmd_sample(args):

@@ -129,7 +129,7 @@ def _walk(schedule, costs):
     while runnable:     # run a rank until it finishes or waits; a send wakes its receiver
         rank = runnable.popleft()
         program, stages = programs[rank], schedule.stage_map[rank]
-        now, at, length, computed = clock[rank], position[rank], len(programs[rank]), 0.0
+        now, at, length, computed = clock[rank], position[rank], len(program), 0.0
         while at < length:
             action = program[at]
             kind = action.kind

@@ -40,6 +40,7 @@ class Run:
     weights: list = None  # on rank 0 only: each replica's whole flat parameter vector
     events: list = None   # on rank 0 only: replica 0's actions in the last step (seconds)
     records: list = None  # on rank 0 only: every rank's kept steps, for trace.chrome_trace
+    replanned: object = None  # on rank 0 only: the last step's plan with its measured costs
 
 
 def check_tolerance(dtype):
@@ -138,8 +139,9 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         for d in range(c.dp):
             by_stage = {s: p for g in gathered if g["dp_index"] == d for s, p in g["params"].items()}
             run.weights.append(np.concatenate([by_stage[s] for s in sorted(by_stage)]))
+        run.replanned = replan(plan, run.events)
         run.result = _summarise(plan, gathered, losses, step_times, run.events, run.weights,
-                                check, first_step)
+                                check, first_step, run.replanned)
         run.result["ranks_on_node"] = grid.node.Get_size()
         run.result["device"] = sorted({g["device"] for g in gathered})
         run.result["transport"] = sorted({g["transport"] for g in gathered})
@@ -221,7 +223,16 @@ def _sum_over_world(comm, value, non_finite, c):
     return float(buffer[0])
 
 
-def _summarise(plan, gathered, losses, step_times, events, weights, check, first_step):
+def replan(plan, events):
+    """The last step planned again (in ms) with its own measured action times, each stage at
+    its own speed: what is left between it and the measured step is messages and noise."""
+    in_ms = [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in events]
+    costs = costs_from_events(in_ms, plan.schedule.chunks, plan.config.recompute, plan.schedule)
+    return simulate(plan.schedule, costs)
+
+
+def _summarise(plan, gathered, losses, step_times, events, weights, check, first_step,
+               replanned):
     c = plan.config
     measured = slice(1, None) if len(losses) > 1 else slice(None)   # the first step warms up
     bubbles = []
@@ -232,10 +243,6 @@ def _summarise(plan, gathered, losses, step_times, events, weights, check, first
     replica0 = sorted((g for g in gathered if g["dp_index"] == 0), key=lambda g: g["pp_index"])
     in_ms = [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in events]
     planned = simulate(plan.schedule, Costs(recompute=c.recompute))
-    # The plan again, with the last step's measured time of each stage's actions:
-    # what is left between it and that step's measured bubble is messages and noise.
-    as_measured = simulate(plan.schedule, costs_from_events(in_ms, plan.schedule.chunks,
-                                                            c.recompute, plan.schedule))
     result = {
         "schedule": c.schedule, "pp": c.pp, "dp": c.dp, "microbatches": c.microbatches,
         "virtual_stages": c.virtual_stages, "recompute": c.recompute,
@@ -248,7 +255,7 @@ def _summarise(plan, gathered, losses, step_times, events, weights, check, first
         "bubble_fraction": statistics.median(bubbles[measured]),
         "bubble_fraction_planned": planned.bubble_fraction,
         "bubble_fraction_last_step": bubbles[-1],
-        "bubble_fraction_last_step_planned": as_measured.bubble_fraction,
+        "bubble_fraction_last_step_planned": replanned.bubble_fraction,
         "comm_wait_s": [statistics.median(g["waits"][measured]) for g in replica0],
         "peak_stash": [g["peak_stash"] for g in replica0],
         "peak_stash_bytes": [g["peak_stash_bytes"] for g in replica0],

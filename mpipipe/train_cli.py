@@ -120,20 +120,19 @@ def abort(comm, code, message):
 
 def check_outputs(args, comm):
     """Before training, on every rank: can the pictures and the trace be written?"""
-    import importlib.util
-
     from .errors import ConfigError
 
     if args.compare and not args.timeline:
         raise ConfigError("--compare draws into the --timeline picture: give --timeline FILE.png")
-    if args.timeline and importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError("--timeline needs matplotlib: pip install 'mpipipe[plot]'")
+    if args.timeline:
+        needs_matplotlib()
     problem = None
     if comm.Get_rank() == 0:        # only rank 0 writes them
         for path in filter(None, (args.timeline, args.trace)):
-            folder = os.path.dirname(os.path.abspath(path))
-            if not os.access(folder, os.W_OK):
-                problem = f"cannot write {path}: {folder} is not a writable folder"
+            try:
+                check_writable(path)
+            except ConfigError as error:
+                problem = str(error)
     problem = comm.bcast(problem, root=0)
     if problem:
         raise ConfigError(problem)
@@ -151,7 +150,7 @@ def save_pictures(args, run):
         print(f"trace saved in {args.trace} (mpipipe report {args.trace})", flush=True)
     if args.timeline:
         from .plot import draw
-        from .simulate import Event, costs_from_events, simulate
+        from .simulate import Event
 
         in_ms = [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in run.events]
         chunks = run.plan.schedule.chunks
@@ -160,8 +159,7 @@ def save_pictures(args, run):
         panels = [(in_ms, r["pp"], f"measured: {name}, bubble {r['bubble_fraction']:.3f} "
                    f"(median), this step {measured_bubble(in_ms, r['pp']):.3f}", "ms")]
         if args.compare:
-            costs = costs_from_events(in_ms, chunks, r["recompute"], run.plan.schedule)
-            planned = simulate(run.plan.schedule, costs)
+            planned = run.replanned
             panels.insert(0, (planned.events, r["pp"], f"plan with each stage's measured mean "
                               f"action times: {name}, bubble {planned.bubble_fraction:.3f}", "ms"))
         draw(args.timeline, panels)
@@ -173,6 +171,24 @@ def measured_bubble(events, num_ranks):
     span = max((e.end for e in compute), default=0.0)
     busy = sum(e.end - e.start for e in compute)
     return 1.0 - busy / (num_ranks * span) if span else 0.0
+
+
+def needs_matplotlib():
+    import importlib.util
+
+    from .errors import ConfigError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("--timeline needs matplotlib: pip install 'mpipipe[plot]'")
+
+
+def check_writable(path):
+    """Before any work: can `path` be written? (ConfigError saying why not)"""
+    from .errors import ConfigError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write {path}: {folder} is not a writable folder")
 
 
 def check_launcher(world_size):
