@@ -26,7 +26,7 @@ import mpipipe  # noqa: F401  (one BLAS thread per rank)
 import numpy as np
 from mpi4py import MPI
 
-from mpipipe.p2p import PointToPoint, yield_phase
+from mpipipe.p2p import PointToPoint, Waiter
 
 COMM = MPI.COMM_WORLD
 
@@ -35,7 +35,7 @@ def ping_pong(nbytes, rounds, mode):
     """Median one-way seconds for `nbytes` between ranks 0 and 1."""
     send = np.ones(nbytes // 4, dtype=np.float32)
     recv = np.empty_like(send)
-    p2p = PointToPoint(COMM, "poll", None, yield_phase(COMM.Get_size()))
+    p2p = PointToPoint(COMM, Waiter.for_node("poll", None, COMM.Get_size()))
     peer = 1 - COMM.Get_rank()
     times = []
     for i in range(rounds + 2):
@@ -76,7 +76,7 @@ def action_overhead(steps):
         for action, start, end in actions:
             if action.kind in kinds:
                 kinds[action.kind].append(end - start)
-    stage = run.stages[0]
+    stage = run.chunks[0].layers
     x = np.random.default_rng(0).standard_normal((32, 256)).astype(np.float32)
     direct_f, direct_b = [], []
     for _ in range(200):

@@ -29,7 +29,7 @@ def part1():
     import numpy as np
     from mpi4py import MPI
 
-    from mpipipe.p2p import wait
+    from mpipipe.p2p import Waiter
 
     comm = MPI.COMM_WORLD
     buffer = np.zeros(1024)
@@ -41,7 +41,7 @@ def part1():
             comm.Send(buffer, dest=1, tag=7)
         else:
             before, start = cpu_seconds(), time.perf_counter()
-            wait(comm.Irecv(buffer, source=0, tag=7), mode)
+            Waiter(mode).wait(comm.Irecv(buffer, source=0, tag=7))
             results[mode] = (cpu_seconds() - before, time.perf_counter() - start)
     if comm.rank == 1:
         for mode, (cpu, wall) in results.items():

@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 
-from mpipipe.schedules import plan
+from mpipipe.schedules import validated_schedule
 from mpipipe.simulate import simulate
 
 MODEL = ["--data", "teacher", "--input-dim", "1024", "--output-dim", "1024", "--hidden", "1024",
@@ -51,7 +51,7 @@ def step_time(ranks, steps, extra):
 
 def accepts(schedule, P, m):
     try:
-        plan(schedule, P, m)
+        validated_schedule(schedule, P, m)
         return True
     except ValueError:
         return False
@@ -96,7 +96,7 @@ def main():
         if schedule == "one process":
             continue
         single = median[("one process", 1, m)]
-        bound = P * (1 - simulate(plan(schedule, P, m)).bubble_fraction)
+        bound = P * (1 - simulate(validated_schedule(schedule, P, m)).bubble_fraction)
         row = {"schedule": schedule, "P": P, "m": m, "one_process_s": single, "pipeline_s": t,
                "speedup": single / t, "bound": bound, "fraction_of_bound": single / t / bound,
                "speedup_vs_full_batch": full / t, "oversubscribed": P > cores,

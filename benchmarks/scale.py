@@ -17,7 +17,7 @@ import json
 import time
 import tracemalloc
 
-from mpipipe.schedules import lower, make_schedule, plan
+from mpipipe.schedules import lower, make_schedule, validated_schedule
 from mpipipe.simulate import peak_stash, simulate, walk
 
 SCHEDULES = [("gpipe", 1), ("1f1b", 1), ("interleaved", 2), ("interleaved", 4),
@@ -57,7 +57,7 @@ def bubble_table(Ps, ms):
         for P in Ps:
             for m in ms:
                 try:
-                    bubble = simulate(plan(name, P, m, V)).bubble_fraction
+                    bubble = simulate(validated_schedule(name, P, m, V)).bubble_fraction
                 except ValueError:          # e.g. interleaved with m not a multiple of P
                     bubble = None
                 rows.append({"schedule": name, "V": V, "P": P, "m": m, "bubble": bubble})
@@ -96,7 +96,7 @@ def main():
     for name, V in SCHEDULES if not args.quick else SCHEDULES[:3]:
         cells = []
         for mm in (64, 128, 256, 512):
-            schedule = plan(name, 16, mm, V)
+            schedule = validated_schedule(name, 16, mm, V)
             cells.append(simulate(schedule).bubble_fraction)
         stash = peak_stash(schedule)[0]
         gpt.append({"schedule": name, "V": V, "bubbles": cells, "stash": stash})

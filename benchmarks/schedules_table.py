@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 
-from mpipipe.schedules import BUBBLE_FORMULAS, default_chunks, plan
+from mpipipe.schedules import BUBBLE_FORMULAS, default_chunks, validated_schedule
 from mpipipe.simulate import Costs, simulate
 
 SCHEDULES = ["naive", "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1", "zb-h2", "zbv"]
@@ -66,7 +66,7 @@ def main():
         for name in SCHEDULES:
             mm = 1 if name == "naive" else m
             V = default_chunks(name)
-            schedule = plan(name, P, mm, V)
+            schedule = validated_schedule(name, P, mm, V)
             timeline = simulate(schedule, Costs())
             formula = BUBBLE_FORMULAS.get(name)
             expected = formula(P, mm, V, Costs()) if formula else None

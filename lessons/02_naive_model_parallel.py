@@ -9,7 +9,7 @@ works at any moment, so each rank idles (P-1)/P of the step.
 
 from _common import main_guard, need_ranks, say, train, WORLD
 from mpipipe.simulate import simulate
-from mpipipe.schedules import plan
+from mpipipe.schedules import validated_schedule
 
 
 def main():
@@ -17,10 +17,10 @@ def main():
     P = WORLD.Get_size()
     result = train(schedule="naive", microbatches=1)
     formula = (P - 1) / P
-    say(f"naive model parallelism on {P} ranks, one batch of {result['global_batch']}:",
-        f"  idle fraction (bubble) measured {result['bubble_fraction']:.3f}, "
+    say(f"naive model parallelism on {P} ranks, one batch of {result.global_batch}:",
+        f"  idle fraction (bubble) measured {result.bubble_fraction:.3f}, "
         f"formula (P-1)/P = {formula:.3f}",
-        "", "the step as it ran (only one rank busy at a time):", result["timeline"],
+        "", "the step as it ran (only one rank busy at a time):", result.timeline,
         "", "the plan, in units of one forward:",
         _plan(P))
 
@@ -28,7 +28,7 @@ def main():
 def _plan(P):
     from mpipipe.timeline import render
 
-    timeline = simulate(plan("naive", P, 1))
+    timeline = simulate(validated_schedule("naive", P, 1))
     return render(timeline.events, P, timeline.makespan)
 
 

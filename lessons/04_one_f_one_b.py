@@ -17,11 +17,11 @@ def main():
     for m in (4, 8, 16):
         for schedule in ("gpipe", "1f1b"):
             r = train(schedule=schedule, microbatches=m)
-            lines.append(f"{m:>4} {schedule:>9} {r['bubble_fraction']:>7.3f} "
-                         f"{(P - 1) / (m + P - 1):>8.3f} {' '.join(map(str, r['peak_stash'])):>16} "
-                         f"{r['peak_stash_bytes'][0] / 1024:>11.0f}")
+            lines.append(f"{m:>4} {schedule:>9} {r.bubble_fraction:>7.3f} "
+                         f"{(P - 1) / (m + P - 1):>8.3f} {' '.join(map(str, r.peak_stash)):>16} "
+                         f"{r.peak_stash_bytes[0] / 1024:>11.0f}")
             if m == 8 and schedule == "1f1b":
-                picture = r["timeline"]
+                picture = r.timeline
     say(f"GPipe and 1F1B side by side on {P} ranks:", *lines,
         "", f"1F1B's stash is min(P - rank, m) = {[min(P - s, 16) for s in range(P)]} at m = 16;",
         "GPipe's is m on every rank.", "", "1F1B, m = 8, as it ran:", picture)

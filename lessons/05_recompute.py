@@ -18,9 +18,9 @@ def main():
         for recompute in (False, True):
             r = train(schedule=schedule, microbatches=8, recompute=recompute)
             lines.append(f"{schedule:>9} {str(recompute):>10} "
-                         f"{r['peak_stash_bytes'][0] / 1024:>17.0f} {r['step_time_s'] * 1e3:>8.1f}")
+                         f"{r.peak_stash_bytes[0] / 1024:>17.0f} {r.step_time_s * 1e3:>8.1f}")
             if recompute and schedule == "1f1b":
-                picture = r["timeline"]
+                picture = r.timeline
     say("activation memory against time (m = 8):", *lines, "",
         "1F1B with --recompute, as it ran (R: the repeated forward before each backward):",
         picture)

@@ -9,11 +9,11 @@ ranks V times, so there are V times as many messages.
 """
 
 from _common import WORLD, main_guard, need_ranks, say, train
-from mpipipe.schedules import plan
+from mpipipe.schedules import validated_schedule
 
 
 def messages(name, P, m, V):
-    lowered = plan(name, P, m, V)
+    lowered = validated_schedule(name, P, m, V)
     return sum(a.kind.startswith("SEND") for program in lowered.programs for a in program)
 
 
@@ -22,11 +22,11 @@ def main():
     P, m = WORLD.Get_size(), 8
     lines = [f"{'schedule':>12} {'V':>2} {'bubble':>7} {'formula':>8} {'messages':>9}"]
     for schedule, V in (("1f1b", 1), ("interleaved", 2), ("interleaved", 4)):
-        r = train(schedule=schedule, microbatches=m, virtual_stages=V, layers=16)
-        lines.append(f"{schedule:>12} {V:>2} {r['bubble_fraction']:>7.3f} "
+        r = train(schedule=schedule, microbatches=m, chunks=V, layers=16)
+        lines.append(f"{schedule:>12} {V:>2} {r.bubble_fraction:>7.3f} "
                      f"{(P - 1) / (V * m + P - 1):>8.3f} {messages(schedule, P, m, V):>9}")
         if V == 2:
-            picture = r["timeline"]
+            picture = r.timeline
     say(f"{P} ranks, m = {m}, 16 layers (formula: (P-1)/(Vm+P-1) of the step):", *lines, "",
         "interleaved, V = 2, as it ran (lower case: the second chunk):", picture)
 

@@ -11,7 +11,7 @@ flushed step the edges stay (see the simulator's "steady state").
 """
 
 from _common import WORLD, main_guard, need_ranks, say, train
-from mpipipe.schedules import plan
+from mpipipe.schedules import validated_schedule
 from mpipipe.simulate import simulate, steady_state
 
 
@@ -20,14 +20,14 @@ def main():
     P, m = WORLD.Get_size(), 8
     lines = [f"{'schedule':>9} {'planned':>8} {'steady':>7} {'measured':>9} {'stash':>6}"]
     for schedule in ("1f1b", "zb-h1", "zb-h2", "zbv"):
-        schedule_plan = plan(schedule, P, m)
+        schedule_plan = validated_schedule(schedule, P, m)
         planned = simulate(schedule_plan).bubble_fraction
         steady = steady_state(schedule_plan)[1]
         r = train(schedule=schedule, microbatches=m)
         lines.append(f"{schedule:>9} {planned:>8.3f} {steady:>7.3f} "
-                     f"{r['bubble_fraction']:>9.3f} {r['peak_stash'][0]:>6}")
+                     f"{r.bubble_fraction:>9.3f} {r.peak_stash[0]:>6}")
         if schedule == "zb-h1":
-            picture = r["timeline"]
+            picture = r.timeline
     say(f"{P} ranks, m = {m}; planned with F = B = W:", *lines, "",
         "planned: one flushed step; steady: steps back to back (only ZB-H2 reaches 0);",
         "stash: micro-batches (zbv: half-size chunks) held by rank 0 at the peak.", "",

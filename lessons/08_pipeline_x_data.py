@@ -32,12 +32,12 @@ def main():
         *(f"  rank {r}: pipeline rank {p}, data rank {d}, Allreduce sum {s:g}"
           for r, p, d, s in seen or []))
     result = train(schedule="1f1b", pp=pp, dp=dp, microbatches=4, dtype="float64", check=True)
-    check = result["check"]
-    say("", f"training pp={pp} x dp={dp}, {result['steps']} steps: final loss "
-        f"{result['final_loss']:.6f}",
-        f"against one process on the whole batch: losses differ by {check['loss_rel_err']:.1e}, "
-        f"weights by {check['weight_rel_err']:.1e} (relative): "
-        + ("the same training." if check["passed"] else "NOT the same training!"))
+    check = result.check
+    say("", f"training pp={pp} x dp={dp}, {result.steps} steps: final loss "
+        f"{result.final_loss:.6f}",
+        f"against one process on the whole batch: losses differ by {check.loss_rel_err:.1e}, "
+        f"weights by {check.weight_rel_err:.1e} (relative): "
+        + ("the same training." if check.passed else "NOT the same training!"))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ such jobs; slurm/README.md says which lines to edit.
 """
 
 from _common import main_guard, say
-from mpipipe.schedules import plan
+from mpipipe.schedules import validated_schedule
 from mpipipe.simulate import Costs, peak_stash, simulate
 
 P, LAYERS, DP, GLOBAL_BATCH = 16, 96, 8, 1536
@@ -33,7 +33,7 @@ def main():
     for name, V in (("gpipe", 1), ("1f1b", 1), ("interleaved", 2), ("interleaved", 3),
                     ("zb-h1", 1), ("zb-h2", 1)):
         for micro in (32, m):
-            schedule = plan(name, P, micro, V)
+            schedule = validated_schedule(name, P, micro, V)
             free = simulate(schedule).bubble_fraction
             # a message taking 5% of a stage's forward (F = 1): latency plus bandwidth
             slow = simulate(schedule, Costs(comm=0.05)).bubble_fraction

@@ -8,7 +8,6 @@ a message that will never come.
 
 import os
 import sys
-import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -17,6 +16,7 @@ import mpipipe  # noqa: E402,F401  (one BLAS thread per rank, before NumPy loads
 from mpi4py import MPI  # noqa: E402
 
 from mpipipe.config import TrainConfig  # noqa: E402
+from mpipipe.launcher import abort  # noqa: E402
 from mpipipe.train import run_training  # noqa: E402
 
 WORLD = MPI.COMM_WORLD
@@ -35,8 +35,8 @@ def say(*lines):
 
 
 def train(check=False, **settings):
-    """One training run on all ranks with the lesson model; returns the result dict."""
-    return run_training(TrainConfig(**{**MODEL, **settings}), WORLD, check=check).result
+    """One training run on all ranks with the lesson model; returns its measure.Summary."""
+    return run_training(TrainConfig(**{**MODEL, **settings}), WORLD, check=check).summary
 
 
 def main_guard(main):
@@ -45,11 +45,8 @@ def main_guard(main):
         main()
     except BaseException:
         rank = WORLD.Get_rank()
-        sys.stderr.write("".join(f"[rank {rank}] {line}\n"
-                                 for line in traceback.format_exc().splitlines()))
-        sys.stderr.flush()
-        time.sleep(1.0)     # let mpiexec forward the message before Abort tears it down
-        WORLD.Abort(1)
+        abort(WORLD, 1, "".join(f"[rank {rank}] {line}\n"
+                                for line in traceback.format_exc().splitlines()))
 
 
 def need_ranks(minimum):

@@ -6,6 +6,8 @@ same code runs on either device. Nothing here imports CuPy unless asked to.
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 def array_module(array):
     """Return numpy or cupy, whichever owns `array`."""
@@ -30,8 +32,6 @@ def select_device(requested, local_rank):
         import cupy
     except ImportError:
         if requested == "gpu":
-            from .errors import ConfigError
-
             raise ConfigError("--device gpu needs CuPy: pip install 'mpipipe[gpu]' (the "
                               "cupy-cuda12x wheel; another CUDA wants another cupy wheel)") from None
         return "cpu", np, "CuPy is not installed"
@@ -39,30 +39,15 @@ def select_device(requested, local_rank):
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:          # no driver, no device
         if requested == "gpu":
-            from .errors import ConfigError
-
             raise ConfigError(f"--device gpu, but CuPy cannot use a GPU here: {error}") from None
         return "cpu", np, "no GPU usable by CuPy"
     if count == 0:
         if requested == "gpu":
-            from .errors import ConfigError
-
             raise ConfigError("--device gpu, but CuPy sees no GPU")
         return "cpu", np, "no GPU visible"
     device = local_rank % count
     cupy.cuda.Device(device).use()
     return "gpu", cupy, f"GPU {device} of {count} visible (node-local rank {local_rank})"
-
-
-def get_xp(device="cpu"):
-    """The array module for a device name ('cpu' or 'gpu')."""
-    if device == "cpu":
-        return np
-    if device == "gpu":
-        import cupy
-
-        return cupy
-    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
 
 
 def scatter_add(target, indices, values):

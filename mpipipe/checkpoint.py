@@ -53,6 +53,35 @@ def _atomic_write(path, write):
     os.replace(tmp, path)
 
 
+def run_info(setup):
+    """What a checkpoint records about the run that wrote it (config.Setup)."""
+    c = setup.config
+    return {"spec": setup.spec.to_dict(), "optimizer": c.optimizer, "lr": c.lr, "data": c.data,
+            "vocab": setup.dataset.vocab, "seed": c.seed, "global_batch": c.global_batch,
+            "schedule": c.schedule, "pp": c.pp, "dp": c.dp}
+
+
+def save(setup, topology, step, chunks, waiter):
+    """Every rank: replica 0 writes its chunks' stages, then rank 0 marks the checkpoint
+    of `step` complete (engine.Chunk objects; p2p.Waiter for the barriers)."""
+    root = setup.config.checkpoint_dir
+    if topology.dp_index == 0:
+        for chunk in chunks:
+            save_stage(root, step, chunk.stage, chunk.blocks, chunk.layers, chunk.optimizer)
+    waiter.barrier(topology.world)
+    if topology.world_rank == 0:
+        save_manifest(root, step, run_info(setup), setup.partition,
+                      setup.config.keep_checkpoints)
+    waiter.barrier(topology.world)
+
+
+def resume_point(setup):
+    """The manifest to resume from under --resume (None: start afresh), checked against
+    this run."""
+    c = setup.config
+    return latest(c.checkpoint_dir, run_info(setup)) if c.resume else None
+
+
 def save_stage(root, step, stage_index, block_indices, stage, optimizer):
     """Write one stage's blocks and optimizer state (called by each rank of replica 0)."""
     folder = step_dir(root, step)

@@ -14,7 +14,8 @@ import json
 import os
 import sys
 
-from .train_cli import check_writable, cmd_train, launcher_rank, needs_matplotlib
+from .launcher import launcher_rank
+from .train_cli import add_parser as add_train_parser
 
 class Parser(argparse.ArgumentParser):
     """Usage errors are printed by one rank, not by all of them."""
@@ -33,125 +34,26 @@ def positive_int(text):
     return value
 
 
-def partition_arg(text):
-    if text in ("uniform", "params"):
-        return text
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use uniform, params, or block counts per stage like 3,3,2") from None
-
-
 def build_parser():
-    from .schedules import GENERATORS
+    from .config import SCHEDULES, default_microbatches
 
     parser = Parser(prog="mpipipe", description="Pipeline-parallel training on MPI that you can "
                     "read, run, draw and measure.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    train = commands.add_parser(
-        "train", help="train a model with a pipeline schedule (run it under mpiexec)",
-        description="Train a model (an MLP, or with --model gpt a small transformer) on "
-        "embedded data or a text file, pipelined: each MPI rank holds one pipeline stage (or "
-        "several model chunks, for interleaved, looped-bfs and zbv), and dp replicas of the "
-        "pipeline average their gradients. Launch with e.g. `mpiexec -n 4 mpipipe train`: "
-        "ranks = pp x dp.",
-        epilog="Rank layout: world rank = dp_index * pp + pp_index (see `mpipipe topology`).")
-    t = train.add_argument_group("parallelism")
-    t.add_argument("--pp", type=int, help="pipeline stages (default: all ranks / dp)")
-    t.add_argument("--dp", type=int, default=1, help="data-parallel replicas (default 1)")
-    t.add_argument("--schedule", default="1f1b", choices=sorted(GENERATORS),
-                   help="pipeline schedule (default 1f1b)")
-    t.add_argument("--microbatches", type=int, help="micro-batches per replica and step "
-                   "(default 8; 1 for naive)")
-    t.add_argument("--virtual-stages", type=int, help="model chunks per rank for interleaved "
-                   "and looped-bfs (default 2; zbv always 2, the others 1)")
-    t.add_argument("--recompute", action="store_true", help="activation recomputation: keep "
-                   "only each stage's input, redo its forward before the backward")
-    t.add_argument("--partition", type=partition_arg,
-                   help="uniform (equal layer counts), params (balanced parameter counts) "
-                   "or explicit layers per stage, e.g. 3,3,2 (default uniform; gpt params)")
-    m = train.add_argument_group("model and data")
-    m.add_argument("--model", default="mlp", choices=["mlp", "gpt"],
-                   help="mlp: Linear + activation layers; gpt: a decoder-only transformer "
-                   "(embedding, --layers blocks, head) on character data (default mlp)")
-    m.add_argument("--data", choices=["spiral", "teacher", "arithmetic", "text"],
-                   help="spiral: 3-class spirals, cross-entropy; teacher: regression on a "
-                   "random teacher network, MSE; arithmetic: sums like 12+7=19 for the gpt "
-                   "(default: spiral, or arithmetic with --model gpt)")
-    m.add_argument("--text", metavar="FILE", help="train the gpt on this text file, "
-                   "character by character (--seq-len characters per sample)")
-    m.add_argument("--seq-len", type=int, default=32, help="text data: characters per sample (32)")
-    m.add_argument("--heads", type=int, default=4, help="gpt: attention heads (4)")
-    m.add_argument("--samples", type=int, help="data set size (default: spiral 3000, teacher 4096)")
-    m.add_argument("--input-dim", type=int, default=32, help="teacher data: input width (32)")
-    m.add_argument("--output-dim", type=int, default=8, help="teacher data: output width (8)")
-    m.add_argument("--layers", type=int, help="Linear layers, or gpt transformer blocks "
-                   "(default 8; gpt 4)")
-    m.add_argument("--hidden", type=int, default=64, help="hidden width (default 64)")
-    m.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
-    m.add_argument("--layernorm", action="store_true", help="LayerNorm after each activation")
-    m.add_argument("--last-activation", action="store_true",
-                   help="the last layer has the activation too (default: plain Linear)")
-    m.add_argument("--dtype", choices=["float64", "float32"],
-                   help="default float64; gpt float32")
-    o = train.add_argument_group("optimisation")
-    o.add_argument("--global-batch", type=int, help="samples per step, all replicas together "
-                   "(default 256; gpt 64)")
-    o.add_argument("--steps", type=int, help="training steps (default 100; gpt 1200)")
-    o.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    o.add_argument("--lr", type=float, help="learning rate (default: adam 0.003, sgd 0.05)")
-    o.add_argument("--seed", type=int, default=0, help="seeds weights and data (default 0)")
-    r = train.add_argument_group("run")
-    r.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"],
-                   help="where weights and activations live: cpu (NumPy), gpu (CuPy, the gpu "
-                   "extra; rank k of a node takes GPU k) or auto (a GPU if CuPy sees one)")
-    r.add_argument("--transport", default="auto", choices=["auto", "cuda-aware", "staged"],
-                   help="gpu: hand device arrays to MPI (cuda-aware) or copy them through host "
-                   "buffers (staged); auto asks the MPI library (MPIPIPE_CUDA_AWARE=0/1 overrides)")
-    r.add_argument("--wait", default="poll", choices=["poll", "block"],
-                   help="how a rank waits for a message: poll (yield, then sleep; frees the "
-                   "core) or block (MPI's Wait, which spins in MPICH) (default poll)")
-    r.add_argument("--timeout", type=float, help="fail, naming the message, if a wait "
-                   "exceeds this many seconds (default: wait forever)")
-    r.add_argument("--log-every", type=int, help="print the loss every N steps (default steps/20)")
-    r.add_argument("--no-nan-check", dest="nan_check", action="store_false", help="do not stop "
-                   "at the first NaN/Inf (the check looks at every activation and gradient)")
-    k = train.add_argument_group("checkpoints")
-    k.add_argument("--checkpoint-dir", metavar="DIR", help="write checkpoints here (at the end, "
-                   "and every --checkpoint-every steps)")
-    k.add_argument("--checkpoint-every", type=int, metavar="K", help="also every K steps")
-    k.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
-                   help="complete checkpoints to keep, 0 for all (default 2)")
-    k.add_argument("--resume", action="store_true", help="continue from the newest complete "
-                   "checkpoint in --checkpoint-dir (any pp/dp; the same model and optimizer)")
-    r.add_argument("--check", action="store_true", help="re-run the training in one process "
-                   "and fail unless losses and weights agree (float64: rel. error < 1e-9; "
-                   "float32: < 1e-4, which holds for a few steps only)")
-    r.add_argument("--json", action="store_true", help="end with one line of JSON: the summary "
-                   "(and no progress bar)")
-    r.add_argument("--quiet", action="store_true", help="no banner, no per-step lines, no progress bar")
-    v = train.add_argument_group("pictures and traces")
-    v.add_argument("--timeline", metavar="FILE.png", help="draw the last step as it ran "
-                   "(needs matplotlib: the plot extra)")
-    v.add_argument("--compare", action="store_true", help="with --timeline: draw the plan (the "
-                   "simulator, fed with each stage's measured mean action times) above the "
-                   "measurement")
-    v.add_argument("--trace", metavar="FILE.json", help="save every action of every step as a "
-                   "Chrome trace (open in ui.perfetto.dev; `mpipipe report FILE.json`)")
-    train.set_defaults(func=cmd_train)
+    add_train_parser(commands)
 
     sim = commands.add_parser(
         "simulate", help="plan a schedule and draw its timeline (no MPI needed)",
         description="Simulate one step of a schedule with given action costs: the ASCII "
         "timeline, makespan, bubble fraction and peak stashed activations per rank.")
-    sim.add_argument("--schedule", default="1f1b", choices=sorted(GENERATORS),
+    sim.add_argument("--schedule", default="1f1b", choices=SCHEDULES,
                      help="the schedule to plan (default 1f1b)")
     sim.add_argument("--stages", type=positive_int, default=4, help="pipeline ranks P (default 4)")
-    sim.add_argument("--microbatches", type=positive_int, help="micro-batches m (default 8; 1 for naive)")
-    sim.add_argument("--virtual-stages", type=positive_int,
-                     help="model chunks per rank (interleaved, looped-bfs: default 2)")
+    sim.add_argument("--microbatches", type=positive_int, help="micro-batches m (default "
+                     f"{default_microbatches('1f1b')}; {default_microbatches('naive')} for naive)")
+    sim.add_argument("--chunks", "--virtual-stages", dest="chunks", type=positive_int,
+                     help="chunks (virtual stages) per rank (interleaved, looped-bfs: default 2)")
     sim.add_argument("--costs", default="", help="action costs of a rank's share of the model, "
                      "e.g. F=1,B=1,W=1 (the defaults); the fused backward BW costs B+W unless "
                      "BW= is given; a chunk costs 1/V; comm= adds a latency to every message")
@@ -215,14 +117,16 @@ def main(argv=None):
 def cmd_simulate(args):
     from dataclasses import replace
 
+    from .config import default_microbatches
     from .errors import ConfigError, ScheduleError
-    from .schedules import BUBBLE_FORMULAS, plan
+    from .plot import check_writable, needs_matplotlib
+    from .schedules import BUBBLE_FORMULAS, validated_schedule
     from .simulate import Costs, simulate, steady_state
     from .timeline import render
 
     try:
-        m = args.microbatches or (1 if args.schedule == "naive" else 8)
-        schedule = plan(args.schedule, args.stages, m, args.virtual_stages)
+        m = args.microbatches or default_microbatches(args.schedule)
+        schedule = validated_schedule(args.schedule, args.stages, m, args.chunks)
         costs = replace(Costs.parse(args.costs), recompute=args.recompute,
                         stage_factors=parse_stage_factors(args.stage_costs, schedule.num_stages))
         if args.timeline:
@@ -238,7 +142,7 @@ def cmd_simulate(args):
     plain = costs.comm == 0 and not costs.recompute and not costs.stage_factors
     textbook = formula(P, m, V, costs) if formula and plain else None
     ideal = max(timeline.busy)       # the busiest rank's work, with no waiting at all
-    summary = {"schedule": args.schedule, "stages": P, "virtual_stages": V, "microbatches": m,
+    summary = {"schedule": args.schedule, "stages": P, "chunks": V, "microbatches": m,
                "costs": {"F": costs.F, "B": costs.B, "W": costs.W, "BW": costs.of("BW"),
                          "comm": costs.comm, "recompute": costs.recompute},
                "makespan": timeline.makespan, "bubble_fraction": timeline.bubble_fraction,

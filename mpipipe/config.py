@@ -1,4 +1,10 @@
-"""A training run's settings, and every check that can be made before any MPI call.
+"""A training run's settings: every default, once, and every check that can be made before MPI.
+
+The road of a setting: an option of `mpipipe train` (train_cli.py, defaults
+None), copied by name into `TrainConfig` (`from_options`), completed with the
+defaults below and checked by `prepare()`, which returns the `Setup` every
+other part reads. To add a setting: a field here (and its check), an option
+in train_cli.py, and the code that uses it.
 
 `prepare()` is a pure function of the settings and the world size. Every rank
 runs it on the same command line, so a run that cannot work fails on every
@@ -6,131 +12,160 @@ rank with the same ConfigError before a single message is sent: rank 0 prints
 it once, nothing waits for a peer that has given up.
 """
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, fields, replace
 
 from . import data as datasets
 from .errors import ConfigError
-from .model import ModelSpec, block_param_counts
+from .model import ACTIVATIONS as ACTIVATION_LAYERS, ModelSpec, block_param_counts
 from .partition import block_ranges, make_partition
-from .schedules import GENERATORS, default_chunks, make_schedule, validate
+from .schedules import GENERATORS, default_chunks, validated_schedule
+from .topology import check_grid
+from .transport import TRANSPORTS
 
+# The choices of every setting that has a fixed set of them (argparse shows these).
+SCHEDULES = tuple(GENERATORS)
+MODELS = ("mlp", "gpt")
+DATA = tuple(datasets.DATASETS)
+ACTIVATIONS = tuple(ACTIVATION_LAYERS)
+DTYPES = ("float64", "float32")
 DEFAULT_LR = {"adam": 0.003, "sgd": 0.05}
+OPTIMIZERS = tuple(DEFAULT_LR)
+DEVICES = ("cpu", "gpu", "auto")
+WAIT_MODES = ("poll", "block")
+PARTITIONS = ("uniform", "params")      # or a list of block counts per stage
+
+# Defaults that depend on the model: the GPT is bigger, slower and float32.
+MODEL_DEFAULTS = {
+    "mlp": dict(data="spiral", layers=8, dtype="float64", global_batch=256, steps=100,
+                partition="uniform"),
+    "gpt": dict(data="arithmetic", layers=4, dtype="float32", global_batch=64, steps=1200,
+                partition="params"),
+}
+
+
+def default_microbatches(schedule):
+    """The naive schedule runs the whole batch at once; the others pipeline 8 micro-batches."""
+    return 1 if schedule == "naive" else 8
+
+
+def default_log_every(steps):
+    return max(1, steps // 20)
 
 
 @dataclass
 class TrainConfig:
-    pp: int | None = None           # default: all ranks / dp
+    """Every setting of a training run. None means: the default, filled in by prepare()."""
+
+    pp: int | None = None           # all ranks / dp
     dp: int = 1
     schedule: str = "1f1b"
-    microbatches: int | None = None  # default: 1 for naive, else 8
-    virtual_stages: int | None = None  # model chunks per rank; default: the schedule's own
+    microbatches: int | None = None  # default_microbatches(schedule)
+    chunks: int | None = None       # chunks per rank: the schedule's own (default_chunks)
     recompute: bool = False         # keep only each stage's input; recompute before backward
-    global_batch: int = 256
-    steps: int = 100
-    layers: int = 8
+    partition: object = None        # MODEL_DEFAULTS; 'uniform', 'params' or block counts
+    model: str = "mlp"
+    data: str | None = None         # MODEL_DEFAULTS; "text" if `text` is given
+    text: str | None = None         # a text file to train the GPT on
+    seq_len: int = 32               # text data: characters per sample
+    heads: int = 4                  # gpt: attention heads
+    samples: int | None = None      # data set size: the data set's own
+    input_dim: int = 32             # teacher data only
+    output_dim: int = 8             # teacher data only
+    layers: int | None = None       # MODEL_DEFAULTS
     hidden: int = 64
     activation: str = "gelu"
     layernorm: bool = False
-    dtype: str = "float64"
-    seed: int = 0
-    lr: float | None = None         # default: DEFAULT_LR[optimizer]
-    optimizer: str = "adam"
-    model: str = "mlp"              # "mlp" or "gpt"
-    heads: int = 4                  # gpt: attention heads
-    data: str | None = None         # default: spiral for the MLP, arithmetic for the GPT
-    text: str | None = None         # a text file to train the GPT on (data "text")
-    seq_len: int = 32               # text data: characters per sample
-    samples: int | None = None      # data set size; default: the data set's own
-    input_dim: int = 32             # teacher data only
-    output_dim: int = 8             # teacher data only
     last_activation: bool = False
-    partition: object = "uniform"   # 'uniform', 'params' or a list of block counts
-    device: str = "cpu"             # cpu, gpu or auto
+    dtype: str | None = None        # MODEL_DEFAULTS
+    global_batch: int | None = None  # MODEL_DEFAULTS
+    steps: int | None = None        # MODEL_DEFAULTS
+    optimizer: str = "adam"
+    lr: float | None = None         # DEFAULT_LR[optimizer]
+    seed: int = 0
+    device: str = "cpu"
     transport: str = "auto"         # gpu: auto, cuda-aware or staged (transport.py)
     wait: str = "poll"
-    timeout: float | None = None
-    log_every: int | None = None
+    timeout: float | None = None    # wait forever
+    log_every: int | None = None    # default_log_every(steps)
     nan_check: bool = True          # stop at the first NaN/Inf, naming step and stage
     checkpoint_dir: str | None = None
-    checkpoint_every: int | None = None  # default: only at the end
+    checkpoint_every: int | None = None  # only at the end
     keep_checkpoints: int = 2       # complete checkpoints kept on disk (0: all)
     resume: bool = False            # continue from the newest complete checkpoint
-    extra: dict = field(default_factory=dict)
 
-    def to_dict(self):
-        return asdict(self)
+    @classmethod
+    def from_options(cls, options):
+        """The settings an argparse namespace gives (its None: not given)."""
+        given = {f.name: getattr(options, f.name, None) for f in fields(cls)}
+        return cls(**{name: value for name, value in given.items() if value is not None})
+
+
+CHOICES = {"schedule": SCHEDULES, "model": MODELS, "data": DATA, "activation": ACTIVATIONS,
+           "dtype": DTYPES, "optimizer": OPTIMIZERS, "device": DEVICES,
+           "transport": TRANSPORTS, "wait": WAIT_MODES}
+AT_LEAST_ONE = ("microbatches", "chunks", "global_batch", "steps", "layers", "hidden",
+                "input_dim", "output_dim", "heads", "seq_len", "log_every")
 
 
 @dataclass
-class Plan:
-    """Everything a rank needs, resolved and checked."""
+class Setup:
+    """Everything a rank needs to train, resolved and checked."""
 
     config: TrainConfig
     spec: ModelSpec
     dataset: object
-    partition: list        # blocks per stage (stages = pp x virtual stages)
+    partition: list        # blocks per stage (stages = pp x chunks)
     blocks: list           # range of block indices per stage
     schedule: object       # lowered, validated
     microbatch_size: int
     shapes: list           # shapes[s]: per-sample activation shape entering stage s; [-1]: output
-    loss_scale: int        # samples x tokens in a global batch: the loss is their mean
+    loss_denominator: int  # samples (x tokens) in a global batch: the loss is their mean
+
+
+def with_defaults(config, world_size):
+    """A copy of `config` with every None filled in (nothing checked yet but the grid)."""
+    c = replace(config)
+    if c.text is not None and c.data is None:
+        c.data = "text"
+    for name, value in MODEL_DEFAULTS.get(c.model, {}).items():
+        if getattr(c, name) is None:
+            setattr(c, name, value)
+    c.pp, c.dp = check_grid(world_size, c.pp, c.dp)
+    if c.microbatches is None:
+        c.microbatches = default_microbatches(c.schedule)
+    if c.chunks is None and c.schedule in GENERATORS:
+        c.chunks = default_chunks(c.schedule)
+    if c.lr is None and c.optimizer in DEFAULT_LR:
+        c.lr = DEFAULT_LR[c.optimizer]
+    if c.log_every is None and c.steps is not None:
+        c.log_every = default_log_every(c.steps)
+    return c
 
 
 def prepare(config, world_size):
     """Fill in defaults and check everything; raise ConfigError if the run cannot work."""
-    c = replace(config)
-    _check_choice("schedule", c.schedule, GENERATORS)
-    _check_choice("optimizer", c.optimizer, DEFAULT_LR)
-    _check_choice("model", c.model, ("mlp", "gpt"))
-    if c.text is not None:
-        c.data = "text"
-    if c.data is None:
-        c.data = "arithmetic" if c.model == "gpt" else "spiral"
-    _check_choice("data", c.data, datasets.DATASETS)
+    for name, choices in CHOICES.items():
+        _check_choice(name, getattr(config, name), choices, allow_none=True)
+    c = with_defaults(config, world_size)
+    _check_choice("data", c.data, DATA)
+    _check_choice("dtype", c.dtype, DTYPES)
     token_data = c.data in ("arithmetic", "text")
     if token_data != (c.model == "gpt"):
         raise ConfigError(f"the {c.data} data is for the {'gpt' if token_data else 'mlp'} model: "
                           f"use --model {'gpt' if token_data else 'mlp'} or other --data")
     if c.data == "text" and not c.text:
         raise ConfigError("--data text needs --text FILE")
-    _check_choice("dtype", c.dtype, ("float64", "float32"))
-    _check_choice("wait", c.wait, ("poll", "block"))
-    _check_choice("device", c.device, ("cpu", "gpu", "auto"))
-    _check_choice("transport", c.transport, ("auto", "cuda-aware", "staged"))
-    if c.dp < 1:
-        raise ConfigError(f"--dp must be at least 1, got {c.dp}")
-    if c.pp is None:
-        if world_size % c.dp:
-            raise ConfigError(f"{world_size} ranks cannot be split into dp={c.dp} replicas")
-        c.pp = world_size // c.dp
-    if c.pp < 1:
-        raise ConfigError(f"--pp must be at least 1, got {c.pp}")
-    if c.pp * c.dp != world_size:
-        raise ConfigError(
-            f"{world_size} MPI rank(s) cannot form a pp={c.pp} x dp={c.dp} grid, which needs "
-            f"{c.pp * c.dp}: launch with mpiexec -n {c.pp * c.dp}, or change --pp/--dp")
-    if c.microbatches is None:
-        c.microbatches = 1 if c.schedule == "naive" else 8
-    if c.virtual_stages is None:
-        c.virtual_stages = default_chunks(c.schedule)
-    for name in ("microbatches", "virtual_stages", "global_batch", "steps", "layers", "hidden",
-                 "input_dim", "output_dim", "heads", "seq_len"):
+    for name in AT_LEAST_ONE:
         if getattr(c, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
     if c.global_batch % (c.microbatches * c.dp):
         raise ConfigError(
             f"global batch {c.global_batch} does not split into {c.dp} replica(s) x "
             f"{c.microbatches} micro-batches: make it a multiple of {c.microbatches * c.dp}")
-    if c.lr is None:
-        c.lr = DEFAULT_LR[c.optimizer]
     if not c.lr > 0:
         raise ConfigError(f"--lr must be positive, got {c.lr}")
     if c.timeout is not None and not c.timeout > 0:
         raise ConfigError(f"--timeout must be positive, got {c.timeout}")
-    if c.log_every is None:
-        c.log_every = max(1, c.steps // 20)
-    if c.log_every < 1:
-        raise ConfigError(f"--log-every must be at least 1, got {c.log_every}")
     if (c.checkpoint_every is not None or c.resume) and not c.checkpoint_dir:
         raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir DIR")
     if c.checkpoint_every is not None and c.checkpoint_every < 1:
@@ -142,23 +177,28 @@ def prepare(config, world_size):
         raise ConfigError(f"global batch {c.global_batch} is larger than the data set ({len(dataset)})")
     if c.model == "gpt" and c.hidden % c.heads:
         raise ConfigError(f"--hidden {c.hidden} does not split into --heads {c.heads}")
-    spec = ModelSpec(input_dim=dataset.input_dim, output_dim=dataset.output_dim, hidden=c.hidden,
-                     layers=c.layers, activation=c.activation, layernorm=c.layernorm,
-                     last_activation=c.last_activation, seed=c.seed, dtype=c.dtype,
-                     kind=c.model, heads=c.heads, seq_len=dataset.tokens if token_data else 1)
-    schedule = validate(make_schedule(c.schedule, c.pp, c.microbatches, c.virtual_stages))
+    spec = _model_spec(c, dataset)
+    schedule = validated_schedule(c.schedule, c.pp, c.microbatches, c.chunks)
     stages = schedule.num_stages
     if c.model == "gpt" and stages > spec.num_blocks:   # the embedding and the head are blocks too
         raise ConfigError(
             f"{stages} pipeline stages but the GPT has only {spec.num_blocks} blocks (embedding, "
             f"{c.layers} transformer block(s), head): use --layers "
-            f"{stages - (spec.num_blocks - c.layers)} or more, or fewer stages (pp x virtual stages)")
+            f"{stages - (spec.num_blocks - c.layers)} or more, or fewer stages (pp x chunks)")
     partition = make_partition(c.partition, block_param_counts(spec), stages)
     blocks = block_ranges(partition)
     shapes = [spec.boundary_shape(r.start) for r in blocks] + [spec.boundary_shape(spec.num_blocks)]
-    return Plan(c, spec, dataset, partition, blocks, schedule,
-                c.global_batch // (c.microbatches * c.dp), shapes,
-                c.global_batch * dataset.tokens)
+    return Setup(c, spec, dataset, partition, blocks, schedule,
+                 c.global_batch // (c.microbatches * c.dp), shapes,
+                 c.global_batch * dataset.tokens)
+
+
+def _model_spec(c, dataset):
+    """The model's description: the settings of the same name, and what the data decides."""
+    same_name = {f.name: getattr(c, f.name) for f in fields(ModelSpec) if hasattr(c, f.name)}
+    return ModelSpec(**{**same_name, "kind": c.model, "input_dim": dataset.input_dim,
+                        "output_dim": dataset.output_dim,
+                        "seq_len": dataset.tokens if c.model == "gpt" else 1})
 
 
 def _make_dataset(c):
@@ -175,6 +215,8 @@ def _make_dataset(c):
         raise ConfigError(f"cannot make the {c.data} data set: {error}") from None
 
 
-def _check_choice(name, value, choices):
+def _check_choice(name, value, choices, allow_none=False):
+    if value is None and allow_none:
+        return
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}: choose from {', '.join(choices)}")

@@ -18,13 +18,25 @@ across ranks) so the measured timeline can be drawn like the planned one.
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .backend import to_host
 from .layers import cache_nbytes
-from .p2p import BufferPool, PointToPoint, wait, yield_phase
+from .losses import LOSSES
+from .p2p import BufferPool, PointToPoint
 from .transport import synchronise
 from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, SEND_B, SEND_F, B, W, Action,
-                                message_tag)
-from .simulate import Event
+                                Event, message_tag)
+
+
+@dataclass
+class Chunk:
+    """One of this rank's chunks: which stage of the model it is, and what it holds."""
+
+    stage: int          # its stage number in the whole pipeline
+    blocks: range       # the model's blocks it holds
+    layers: object      # those blocks as a model.Stage (parameters in one flat buffer)
+    optimizer: object   # the optimizer of those parameters
 
 
 @dataclass
@@ -39,57 +51,56 @@ class Stashed:
 
 
 class Engine:
-    def __init__(self, schedule, topology, stages, optimizers, loss_fn, shapes,
-                 microbatch_size, dtype, xp, wait_mode="poll", timeout=None, recompute=False,
-                 nan_check=True, transport="direct"):
-        """`stages[chunk]` is this rank's Stage for each chunk; `shapes[s]` is the
-        per-sample shape of the activation entering stage s (shapes[-1]: the output)."""
-        self.schedule, self.topology = schedule, topology
-        self.rank = topology.pp_index
-        self.program = schedule.programs[self.rank]
-        self.stages, self.optimizers = stages, optimizers
-        self.loss_fn, self.shapes = loss_fn, shapes
-        self.microbatch_size, self.dtype = microbatch_size, dtype
-        self.wait_mode, self.timeout, self.recompute = wait_mode, timeout, recompute
-        self.nan_check, self.xp = nan_check, xp
-        self.patience = yield_phase(topology.node.Get_size()) if topology.node else 0.5e-3
-        self.p2p = PointToPoint(topology.pipe, wait_mode, timeout, self.patience, transport)
+    def __init__(self, setup, topology, chunks, xp, waiter, transport="direct"):
+        """Run `setup`'s schedule (config.Setup) as this rank of `topology`.
+
+        `chunks[c]` is this rank's Chunk c; `xp` the array module its arrays
+        live in; `waiter` how it waits (p2p.Waiter); `transport` how device
+        arrays reach MPI ("direct" or "staged", see transport.py)."""
+        config = setup.config
+        self.schedule, self.topology, self.chunks, self.xp = setup.schedule, topology, chunks, xp
+        self.pp_index = topology.pp_index
+        self.program = self.schedule.programs[self.pp_index]
+        self.loss_fn, self.loss_denominator = LOSSES[setup.dataset.loss](), setup.loss_denominator
+        self.shapes, self.microbatch_size = setup.shapes, setup.microbatch_size
+        self.dtype, self.recompute = np.dtype(config.dtype), config.recompute
+        self.nan_check, self.waiter = config.nan_check, waiter
+        self.p2p = PointToPoint(topology.pipe, waiter, transport)
         self.pool = BufferPool(xp)
-        self.last_stage = schedule.num_stages - 1
+        self.last_stage = self.schedule.num_stages - 1
         self.handlers = {F: self._forward, BW: self._backward, B: self._backward_input,
                          W: self._backward_weight, SEND_F: self._send, SEND_B: self._send,
                          RECV_F: self._receive, RECV_B: self._receive}
 
-    def run_step(self, inputs, targets, scale, on_start=None):
+    def run_step(self, inputs, targets, on_start=None):
         """One training step. `inputs[mb]`/`targets[mb]`: this replica's micro-batches
-        (used on the first / last stage); `scale`: samples (x tokens) in the global
-        batch, which the loss is averaged over; `on_start()`
-        runs once all ranks are in the step (fault injection uses it)."""
-        for stage in self.stages:
-            stage.zero_grads()
-        self.inputs, self.targets, self.scale = inputs, targets, scale
+        (used on the first / last stage); `on_start()` runs once all ranks are in
+        the step (fault injection uses it). Returns this rank's share of the loss."""
+        for chunk in self.chunks:
+            chunk.layers.zero_grads()
+        self.inputs, self.targets = inputs, targets
         self.inbox, self.outbox, self.grad_inbox, self.grad_outbox = {}, {}, {}, {}
         self.stash, self.loss = {}, 0.0
         self.held = self.peak_held = self.held_bytes = self.peak_bytes = 0
         self.events, self.wait_time = [], 0.0
         self.finite_checks = []        # (stage, direction, action, 0-d bool array), in order
-        wait(self.topology.world.Ibarrier(), self.wait_mode, self.timeout,
-             "the other ranks to start the step (one is stuck or has died)", self.patience)
+        self.waiter.barrier(self.topology.world,
+                            "the other ranks to start the step (one is stuck or has died)")
         if on_start:
             on_start()
         self.t0 = time.perf_counter()
         for action in self.program:
             self.action_start = time.perf_counter()
             self.handlers[action.kind](action)
-            self.events.append(Event(self.rank, action, self.action_start - self.t0,
+            self.events.append(Event(self.pp_index, action, self.action_start - self.t0,
                                      time.perf_counter() - self.t0))
             if action.is_compute:
                 self.p2p.reap()
         self.p2p.finish()
         self.first_non_finite = self._first_non_finite()
         self._allreduce_gradients()
-        for stage, optimizer in zip(self.stages, self.optimizers):
-            optimizer.step(stage.flat_grads)
+        for chunk in self.chunks:
+            chunk.optimizer.step(chunk.layers.flat_grads)
         return self.loss
 
     # -- compute ------------------------------------------------------------------------
@@ -97,7 +108,7 @@ class Engine:
     def _forward(self, action):
         key, stage = (action.chunk, action.microbatch), self._stage_of(action)
         x = self.inputs[action.microbatch] if stage == 0 else self.inbox.pop(key)
-        y, cache = self.stages[action.chunk].forward(x)
+        y, cache = self.chunks[action.chunk].layers.forward(x)
         self._check_finite(y, stage, "forward", action)
         if self.recompute:
             cache = None                      # keep the input only; rebuild before backward
@@ -110,7 +121,7 @@ class Engine:
         self.peak_held = max(self.peak_held, self.held)
         self.peak_bytes = max(self.peak_bytes, self.held_bytes)
         if stage == self.last_stage:
-            loss, dy = self.loss_fn(y, self.targets[action.microbatch], self.scale)
+            loss, dy = self.loss_fn(y, self.targets[action.microbatch], self.loss_denominator)
             self.loss += loss
             self.grad_inbox[key] = dy
         else:
@@ -122,7 +133,7 @@ class Engine:
         entry = self.stash.pop(key)
         dy = self.grad_inbox.pop(key)
         cache = self._cache_of(action, entry)
-        dx = self.stages[action.chunk].backward(dy, cache, need_dx=stage > 0)
+        dx = self.chunks[action.chunk].layers.backward(dy, cache, need_dx=stage > 0)
         self._check_finite(dx, stage, "backward", action)
         self._release(entry.owned + ([dy] if stage < self.last_stage else []), entry.nbytes)
         if stage > 0:
@@ -134,7 +145,7 @@ class Engine:
         entry = self.stash[key]
         entry.dy = self.grad_inbox.pop(key)
         entry.cache = self._cache_of(action, entry)
-        dx = self.stages[action.chunk].backward_input(entry.dy, entry.cache, need_dx=stage > 0)
+        dx = self.chunks[action.chunk].layers.backward_input(entry.dy, entry.cache, need_dx=stage > 0)
         self._check_finite(dx, stage, "backward", action)
         if stage < self.last_stage:
             entry.owned.append(entry.dy)
@@ -144,7 +155,7 @@ class Engine:
     def _backward_weight(self, action):
         """W: the weight gradient, deferred; frees the stash."""
         entry = self.stash.pop((action.chunk, action.microbatch))
-        self.stages[action.chunk].backward_weight(entry.dy, entry.cache)
+        self.chunks[action.chunk].layers.backward_weight(entry.dy, entry.cache)
         self._release(entry.owned, entry.nbytes)
 
     def _cache_of(self, action, entry):
@@ -152,9 +163,9 @@ class Engine:
         if entry.cache is not None:
             return entry.cache
         start = time.perf_counter()
-        _, cache = self.stages[action.chunk].forward(entry.x)
+        _, cache = self.chunks[action.chunk].layers.forward(entry.x)
         self.action_start = time.perf_counter()
-        self.events.append(Event(self.rank, Action(RECOMPUTE, action.microbatch, action.chunk),
+        self.events.append(Event(self.pp_index, Action(RECOMPUTE, action.microbatch, action.chunk),
                                  start - self.t0, self.action_start - self.t0))
         return cache
 
@@ -179,14 +190,15 @@ class Engine:
     def _send(self, action):
         box = self.outbox if action.kind == SEND_F else self.grad_outbox
         array = box.pop((action.chunk, action.microbatch))
-        self.p2p.send(array, action.peer, message_tag(self.schedule, self.rank, action))
+        self.p2p.send(array, action.peer, message_tag(self.schedule, self.pp_index, action))
 
     def _receive(self, action):
         stage = self._stage_of(action)
         shape = self.shapes[stage] if action.kind == RECV_F else self.shapes[stage + 1]
         buffer = self.pool.take((self.microbatch_size, *shape), self.dtype)
         self.wait_time += self.p2p.recv(buffer, action.peer,
-                                        message_tag(self.schedule, self.rank, action), str(action))
+                                        message_tag(self.schedule, self.pp_index, action),
+                                        str(action))
         box = self.inbox if action.kind == RECV_F else self.grad_inbox
         box[(action.chunk, action.microbatch)] = buffer
 
@@ -196,25 +208,24 @@ class Engine:
             return
         from mpi4py import MPI
 
-        for stage in self.stages:
-            grads = stage.flat_grads
+        for chunk in self.chunks:
+            grads = chunk.layers.flat_grads
             buffer = self.p2p.staging.down(grads) if self.p2p.staged else grads
             synchronise(buffer)
             request = data.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
-            wait(request, self.wait_mode, self.timeout, "the data-parallel all-reduce",
-                 self.patience)
+            self.waiter.wait(request, "the data-parallel all-reduce")
             if self.p2p.staged:
                 self.p2p.staging.up(buffer, grads)
 
     # -- helpers ------------------------------------------------------------------------
 
     def _stage_of(self, action):
-        return self.schedule.stage(self.rank, action.chunk)
+        return self.chunks[action.chunk].stage
 
     def _hand_on(self, local_box, outbox, action, to_stage, array):
         """Pass `array` to stage `to_stage`: in memory if this rank holds it, else via a send."""
         to_rank, to_chunk = self.schedule.place(to_stage)
-        if to_rank == self.rank:
+        if to_rank == self.pp_index:
             local_box[(to_chunk, action.microbatch)] = array
         else:
             outbox[(action.chunk, action.microbatch)] = array

@@ -35,7 +35,7 @@ def planned_fault():
     return parts[0], int(parts[1]), int(parts[2])
 
 
-def maybe_fail(fault, world_rank, step, stages):
+def maybe_fail(fault, world_rank, step, chunks):
     """Carry out the planned fault if it is this rank's and this step's."""
     if fault is None or fault[1] != world_rank or fault[2] != step:
         return
@@ -45,6 +45,6 @@ def maybe_fail(fault, world_rank, step, stages):
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "nan":
-        stages[0].flat_params[0] = float("nan")
+        chunks[0].layers.flat_params[0] = float("nan")
     if kind == "hang":
         time.sleep(3600)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .layers import GELU, LayerNorm, Linear, ReLU, Sequential, leaf_layers
+from .transformer import Embedding, lm_head, transformer_block
 
 ACTIVATIONS = {"gelu": GELU, "relu": ReLU}
 
@@ -71,8 +72,6 @@ def build_block(spec, index):
 
 
 def _gpt_block(spec, index, rng):
-    from .transformer import Embedding, lm_head, transformer_block
-
     dtype = np.dtype(spec.dtype)
     if index == 0:
         return Sequential([Embedding(spec.input_dim, spec.hidden, spec.seq_len, rng, dtype=dtype)])

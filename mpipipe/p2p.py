@@ -16,10 +16,13 @@ else wants the core, and a sleeping rank answers late), 0.5 ms if ranks
 outnumber cores (the core is better given to a rank that computes).
 MPIPIPE_YIELD_US overrides it. "block" uses MPI's own Wait.
 `timeout` turns a wait that would hang into an error naming what was awaited.
+A `Waiter` holds these three settings (mode, timeout, patience), so every wait
+of a rank (receives, sends, barriers, all-reduces) behaves the same.
 """
 
 import os
 import time
+from dataclasses import dataclass
 
 from .transport import HostStaging, synchronise
 
@@ -42,25 +45,44 @@ def yield_phase(ranks_on_node):
 DEFAULT_YIELD = 0.5e-3
 
 
-def wait(request, mode="poll", timeout=None, what="a message", patience=DEFAULT_YIELD):
-    """Complete `request`; return the seconds spent waiting."""
-    start = time.perf_counter()
-    if mode == "block" and timeout is None:
-        request.Wait()
+@dataclass(frozen=True)
+class Waiter:
+    """How this rank waits: `mode` poll or block, a `timeout` in seconds (None: forever),
+    and `patience`, the seconds a polling wait yields before it sleeps."""
+
+    mode: str = "poll"
+    timeout: float | None = None
+    patience: float = DEFAULT_YIELD
+
+    @classmethod
+    def for_node(cls, mode, timeout, ranks_on_node):
+        """The waiter for a rank whose node runs `ranks_on_node` ranks."""
+        return cls(mode, timeout, yield_phase(ranks_on_node))
+
+    def wait(self, request, what="a message"):
+        """Complete `request`; return the seconds spent waiting."""
+        start = time.perf_counter()
+        if self.mode == "block" and self.timeout is None:
+            request.Wait()
+            return time.perf_counter() - start
+        delay = 0.0
+        while not request.Test():
+            now = time.perf_counter()
+            if self.timeout is not None and now - start > self.timeout:
+                raise WaitTimeout(f"waited more than {self.timeout:g} s for {what}")
+            if self.mode == "block":
+                continue
+            if now - start < self.patience:
+                os.sched_yield()    # short waits: give the core away, but stay runnable
+            else:
+                delay = min(max(2 * delay, MIN_SLEEP), MAX_SLEEP)
+                time.sleep(delay)   # long waits: sleep, doubling up to MAX_SLEEP
         return time.perf_counter() - start
-    delay = 0.0
-    while not request.Test():
-        now = time.perf_counter()
-        if timeout is not None and now - start > timeout:
-            raise WaitTimeout(f"waited more than {timeout:g} s for {what}")
-        if mode == "block":
-            continue
-        if now - start < patience:
-            os.sched_yield()    # short waits: give the core away, but stay runnable
-        else:
-            delay = min(max(2 * delay, MIN_SLEEP), MAX_SLEEP)
-            time.sleep(delay)   # long waits: sleep, doubling up to MAX_SLEEP
-    return time.perf_counter() - start
+
+    def barrier(self, comm, what="the other ranks at a barrier"):
+        """A barrier that does not spin: use it before a blocking collective that some
+        ranks reach much later than others (MPICH's collectives spin while they wait)."""
+        self.wait(comm.Ibarrier(), what)
 
 
 class BufferPool:
@@ -86,9 +108,8 @@ class PointToPoint:
     stream has finished writing it.
     """
 
-    def __init__(self, comm, wait_mode="poll", timeout=None, patience=DEFAULT_YIELD,
-                 transport="direct"):
-        self.comm, self.wait_mode, self.timeout, self.patience = comm, wait_mode, timeout, patience
+    def __init__(self, comm, waiter=Waiter(), transport="direct"):
+        self.comm, self.waiter = comm, waiter
         self.staged = transport == "staged"
         self.staging = HostStaging()
         self.pending = []   # (request, array, staged host copy or None) of unfinished sends
@@ -106,8 +127,7 @@ class PointToPoint:
         """Receive into `buffer`; return the seconds spent waiting."""
         target = self.staging.take(buffer.shape, buffer.dtype) if self.staged else buffer
         request = self.comm.Irecv(target, source=peer, tag=tag)
-        seconds = wait(request, self.wait_mode, self.timeout, f"{what} from rank {peer}",
-                       self.patience)
+        seconds = self.waiter.wait(request, f"{what} from rank {peer}")
         if self.staged:
             self.staging.up(target, buffer)
         return seconds
@@ -125,13 +145,7 @@ class PointToPoint:
     def finish(self):
         """Complete every outstanding send (end of a step)."""
         for request, _, host in self.pending:
-            wait(request, self.wait_mode, self.timeout, "a send to complete", self.patience)
+            self.waiter.wait(request, "a send to complete")
             if host is not None:
                 self.staging.give_back(host)
         self.pending = []
-
-
-def quiet_barrier(comm, mode="poll", timeout=None):
-    """A barrier that does not spin: call it before a blocking collective that some
-    ranks reach much later than others (MPICH's collectives spin while they wait)."""
-    wait(comm.Ibarrier(), mode, timeout, "the other ranks at a barrier")

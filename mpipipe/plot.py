@@ -1,17 +1,35 @@
 """Timelines as pictures (matplotlib, the `plot` extra).
 
 One row per rank, time to the right, one box per action: F blue, B (or the
-fused BW) green, W orange, a recomputed forward purple; odd model chunks in a
+fused BW) green, W orange, a recomputed forward purple; odd chunks in a
 lighter shade; the micro-batch number inside the box when it fits. Waiting for
 a message is a hatched grey box; time that is neither is left empty: that
 white space is the bubble. The plan (simulator) and the measurement (engine)
 are drawn by the same function, so `compare` can stack them.
 """
 
+import importlib.util
+import os
+
+from .errors import ConfigError
+
 COLOURS = {"F": ("#2f6db5", "#8fb3e0"), "BW": ("#2e8b57", "#93cfa9"),
            "B": ("#2e8b57", "#93cfa9"), "W": ("#e08a1e", "#f2c48a"),
            "R": ("#7b4fa0", "#c2a7d8")}
 WAIT_COLOUR = "#bbbbbb"
+
+
+def needs_matplotlib():
+    """Before any work: ConfigError unless matplotlib can be imported."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("--timeline needs matplotlib: pip install 'mpipipe[plot]'")
+
+
+def check_writable(path):
+    """Before any work: can `path` (a picture, a trace) be written? ConfigError saying why not."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write {path}: {folder} is not a writable folder")
 
 
 def _pyplot():
@@ -54,7 +72,7 @@ def _legend(figure):
     handles = [Patch(color=COLOURS[k][0], label=label) for k, label in
                (("F", "F forward"), ("B", "B / BW backward"), ("W", "W weight gradient"),
                 ("R", "R recomputed forward"))]
-    handles.append(Patch(color=COLOURS["F"][1], label="lighter: odd model chunk"))
+    handles.append(Patch(color=COLOURS["F"][1], label="lighter: odd chunk"))
     handles.append(Patch(facecolor="none", edgecolor=WAIT_COLOUR, hatch="////",
                          label="waiting for a message"))
     figure.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)

@@ -9,6 +9,8 @@ slowest stage is the rank with the most compute: the one the others wait for.
 
 from collections import defaultdict
 
+from .timeline import bubble_fraction
+
 
 def summarise(trace):
     slices = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
@@ -32,18 +34,18 @@ def summarise(trace):
         idle = span - row["compute"] - row["wait"] - row["send"]
         rows.append({"rank": rank, "compute_ms": row["compute"] / 1e3, "wait_ms": row["wait"] / 1e3,
                      "idle_ms": idle / 1e3, "compute_actions": row["actions"],
-                     "bubble_fraction": 1.0 - row["compute"] / span if span else 0.0})
+                     "bubble_fraction": bubble_fraction(row["compute"], 1, span)})
     total_compute = sum(r["compute_ms"] for r in rows) * 1e3
     slowest = max(rows, key=lambda r: r["compute_ms"])
     return {"meta": trace.get("otherData", {}), "steps": len(step_end), "span_ms": span / 1e3,
             "ranks": rows, "slowest_rank": slowest["rank"],
-            "bubble_fraction": 1.0 - total_compute / (len(rows) * span) if span else 0.0}
+            "bubble_fraction": bubble_fraction(total_compute, len(rows), span)}
 
 
 def format_report(summary):
     meta = summary["meta"]
     head = ", ".join(f"{k}={meta[k]}" for k in ("schedule", "pp", "dp", "microbatches",
-                                                "virtual_stages") if k in meta)
+                                                "chunks") if k in meta)
     lines = [f"trace of {summary['steps']} step(s), {summary['span_ms']:.2f} ms in all"
              + (f" ({head})" if head else ""),
              f"{'rank':>6} {'compute ms':>11} {'wait ms':>9} {'idle ms':>9} {'bubble':>7}"]

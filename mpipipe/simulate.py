@@ -1,24 +1,18 @@
-"""Run a lowered schedule on a model of the machine instead of on MPI.
+"""Run a schedule on a model of the machine instead of on MPI.
 
-Each rank walks its own action list in order. A compute action takes its
-cost; a send is non-blocking and makes its message available at once; a
-receive waits until its message has been sent, plus `comm` (the latency).
-This is exactly how the MPI engine behaves (Isend, then blocking Recv), so
-the walk also *proves* a schedule runs: if every rank reaches the end of its
-list, no rank waits forever. validate() uses the same walk with unit costs.
-
-Ranks that block on a receive are parked and woken by the matching send, so a
-walk is linear in the number of actions (P=64, m=1024 is ~0.5 M actions).
+A cost model (`Costs`: the time of F, B, W and of a message) turns a lowered
+schedule into a planned timeline by walking it as the engine would run it
+(schedules/walk.py). The same costs can be read back from a measured step
+(`costs_from_events`), so a plan and a measurement can be compared.
 """
 
-import gc
-from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from dataclasses import dataclass, replace
 
-from .errors import ScheduleError
-from .schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, RECV_B, RECV_F, SEND_B,
-                                SEND_F, STASH_RELEASE, W)
+from .schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, STASH_RELEASE, W, Action,
+                                Schedule)
+from .schedules.lower import lower
+from .schedules.walk import walk as schedules_walk
+from .timeline import Timeline, bubble_fraction
 
 
 @dataclass(frozen=True)
@@ -66,119 +60,17 @@ class Costs:
         return cls(**values)
 
 
-class Event(NamedTuple):
-    """One action on one rank, from start to end (a receive: the time spent waiting)."""
-
-    rank: int
-    action: object
-    start: float
-    end: float
-
-
-@dataclass
-class Timeline:
-    num_ranks: int
-    events: list
-    makespan: float
-    busy: list                  # compute time per rank
-    peak_stash: list            # most micro-batches whose activations a rank holds at once
-    info: dict = field(default_factory=dict)
-
-    @property
-    def bubble_fraction(self):
-        """Share of rank-time not spent computing: 1 - sum(busy) / (P * makespan)."""
-        if self.makespan <= 0:
-            return 0.0
-        return 1.0 - sum(self.busy) / (self.num_ranks * self.makespan)
-
-
 def walk(schedule, costs=Costs()):
-    """Simulate a lowered schedule; raise ScheduleError naming the rank if it cannot finish."""
-    # A walk keeps every event it makes (about a million small objects at P=64,
-    # m=1024), and Python's cyclic garbage collector would rescan them again and
-    # again as they pile up; none of them can form a cycle, so it is paused.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _walk(schedule, costs)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-# The message key of message_key(), built inline in the walk (it runs once per
-# action): kind -> (direction, is a send, stage offset of the receiving stage).
-_MESSAGE = {SEND_F: ("F", True, 1), RECV_F: ("F", False, 0),
-            SEND_B: ("B", True, -1), RECV_B: ("B", False, 0)}
-
-
-def _walk(schedule, costs):
-    P = schedule.num_ranks
-    programs = schedule.programs
-    position, clock, busy = [0] * P, [0.0] * P, [0.0] * P
-    events = []
-    record = events.append
-    in_flight = {}     # message key -> time it was sent
-    blocked_on = {}    # message key -> rank waiting for it
+    """The timeline of a lowered schedule under `costs`; ScheduleError if it cannot finish."""
     cost = {(kind, stage): costs.of(kind, schedule.chunks, stage)
             for kind in COMPUTE for stage in range(schedule.num_stages)}
-    latency = costs.comm
-    handoffs = _LocalHandoffs(schedule)
-    check_handoffs = handoffs.check if handoffs.any else None
-    runnable = deque(range(P))
-    while runnable:     # run a rank until it finishes or waits; a send wakes its receiver
-        rank = runnable.popleft()
-        program, stages = programs[rank], schedule.stage_map[rank]
-        now, at, length, computed = clock[rank], position[rank], len(program), 0.0
-        while at < length:
-            action = program[at]
-            kind = action.kind
-            message = _MESSAGE.get(kind)
-            if message is None:
-                if kind not in COMPUTE:
-                    raise ScheduleError(f"rank {rank}: unknown action {action!r}")
-                stage = stages[action.chunk]
-                if check_handoffs:
-                    check_handoffs(rank, action, stage)
-                took = cost[kind, stage]
-                computed += took
-                record(Event(rank, action, now, now + took))
-                now += took
-            else:
-                direction, is_send, offset = message
-                stage = stages[action.chunk] + offset
-                if is_send:
-                    key = (rank, action.peer, direction, action.microbatch, stage)
-                    if key in in_flight:
-                        raise ScheduleError(f"rank {rank} sends {action} twice in one step")
-                    in_flight[key] = now
-                    record(Event(rank, action, now, now))
-                    if key in blocked_on:
-                        runnable.append(blocked_on.pop(key))
-                else:
-                    key = (action.peer, rank, direction, action.microbatch, stage)
-                    if key not in in_flight:
-                        blocked_on[key] = rank
-                        break
-                    start = now
-                    now = max(now, in_flight.pop(key) + latency)
-                    record(Event(rank, action, start, now))
-            at += 1
-        clock[rank], position[rank] = now, at
-        busy[rank] += computed
-    if blocked_on:
-        raise ScheduleError(_deadlock_message(schedule, position, blocked_on, in_flight))
-    if in_flight:
-        (src, dst, direction, mb, stage) = next(iter(in_flight))
-        raise ScheduleError(f"rank {src} sends {direction}{mb} (for stage {stage}) to rank {dst}, "
-                            f"which never receives it")
-    return Timeline(P, events, max(clock, default=0.0), busy, peak_stash(schedule))
+    events, clock, busy = schedules_walk(schedule, cost, costs.comm)
+    return Timeline(schedule.num_ranks, events, max(clock, default=0.0), busy,
+                    peak_stash(schedule))
 
 
 def simulate(schedule, costs=Costs()):
-    """The planned timeline of one step of a (lowered, valid) schedule."""
-    from .schedules.lower import lower
-
+    """The planned timeline of one step of a schedule (lowered here if it is not yet)."""
     return walk(lower(schedule), costs)
 
 
@@ -222,19 +114,15 @@ def steady_state(schedule, costs=Costs()):
     paper's post-validated optimizer step. Returns (time per step, bubble
     fraction): the difference between 3 and 2 steps in a row.
     """
-    from .schedules.lower import lower
-
     lowered = lower(schedule)
     two, three = walk(repeat(lowered, 2), costs), walk(repeat(lowered, 3), costs)
     per_step = three.makespan - two.makespan
-    busy = (sum(three.busy) - sum(two.busy)) / schedule.num_ranks
-    return per_step, (1.0 - busy / per_step if per_step > 0 else 0.0)
+    busy = sum(three.busy) - sum(two.busy)
+    return per_step, bubble_fraction(busy, schedule.num_ranks, per_step)
 
 
 def repeat(schedule, times):
     """The same schedule `times` times in a row, as one long step."""
-    from .schedules.actions import Action, Schedule
-
     m = schedule.num_microbatches
     programs = [[Action(a.kind, a.microbatch + i * m, a.chunk, a.peer)
                  for i in range(times) for a in program] for program in schedule.programs]
@@ -255,51 +143,3 @@ def peak_stash(schedule):
                 held -= 1
         peaks.append(peak)
     return peaks
-
-
-class _LocalHandoffs:
-    """Where two neighbouring stages share a rank (a V's turn, or chunks on one rank) no
-    message orders them: check that the rank runs the producer before the consumer."""
-
-    def __init__(self, schedule):
-        place = schedule.place
-        self.schedule = schedule
-        self.last = schedule.num_stages - 1
-        self.fed_locally = {s for s in range(1, schedule.num_stages)
-                            if place(s - 1)[0] == place(s)[0]}
-        self.any = bool(self.fed_locally)
-        self.done = set()
-
-    def check(self, rank, action, stage):
-        kind, mb = action.kind, action.microbatch
-        need = None
-        if kind == F and stage in self.fed_locally:
-            need = ("F", mb, stage - 1)
-        elif kind in BACKWARD_INPUT and stage + 1 in self.fed_locally:
-            need = ("B", mb, stage + 1)
-        if need and need not in self.done:
-            raise ScheduleError(
-                f"rank {rank} runs {action} (stage {stage}) before {need[0]}{need[1]} of stage "
-                f"{need[2]}, which it needs and which this same rank only runs later")
-        if kind == F:
-            self.done.add(("F", mb, stage))
-        elif kind in BACKWARD_INPUT:
-            self.done.add(("B", mb, stage))
-
-
-def _deadlock_message(schedule, position, blocked_on, in_flight):
-    lines = ["the schedule deadlocks:"]
-    for key, rank in sorted(blocked_on.items(), key=lambda item: item[1]):
-        src, _, direction, mb, stage = key
-        action = schedule.programs[rank][position[rank]]
-        lines.append(f"  rank {rank} would wait forever at action #{position[rank]} {action}: "
-                     f"rank {src} never sends {direction}{mb} for stage {stage}"
-                     + _where_is(schedule, src, position))
-    return "\n".join(lines)
-
-
-def _where_is(schedule, rank, position):
-    program = schedule.programs[rank]
-    if position[rank] >= len(program):
-        return f" (rank {rank} has finished its list)"
-    return f" (rank {rank} is itself stuck at #{position[rank]} {program[position[rank]]})"

@@ -1,20 +1,65 @@
-"""Draw a timeline in the terminal: one row per rank, time running to the right.
+"""A timeline: who computed what, when; its bubble; and its picture in the terminal.
 
 The planned timeline (from the simulator) and the measured one (from the
 engine's per-action timestamps) are both lists of events (rank, action,
-start, end), so they are drawn by the same code and look the same:
+start, end), so they are measured by the same `bubble_fraction` and drawn by
+the same code, and look the same:
 
     rank 0 |F0F1F2F3............BW0 F4BW1 F5BW2 ...
     rank 1 |..F0F1F2........BW0 F3BW1 F4BW2 F5 ...
 
 Each compute action is a box as wide as it lasts, labelled with its kind and
-micro-batch where the label fits (lower case for odd model chunks, so that the
-chunks of an interleaved schedule tell apart); '.' is time the rank spends not computing
-(waiting for a peer: the bubble). A long timeline is cut into panels of at
-most `width` columns rather than squeezed until the labels vanish.
+micro-batch where the label fits (lower case for odd chunks, so that the
+chunks of an interleaved schedule tell apart); '.' is time the rank spends not
+computing (waiting for a peer: the bubble). A long timeline is cut into panels
+of at most `width` columns rather than squeezed until the labels vanish.
 """
 
 import math
+from dataclasses import dataclass, field
+
+from .schedules.actions import Event
+
+
+def bubble_fraction(busy, num_ranks, span):
+    """The share of rank-time not spent computing: 1 - busy / (ranks x span).
+
+    `busy` is the compute time of all `num_ranks` ranks together, `span` the
+    time from the step's start to its last action's end. The one definition
+    used by the simulator, the training summary, the report and the lessons."""
+    return 1.0 - busy / (num_ranks * span) if span > 0 else 0.0
+
+
+@dataclass
+class Timeline:
+    """One step as events, with what the bubble is computed from."""
+
+    num_ranks: int
+    events: list
+    makespan: float
+    busy: list                  # compute time per rank
+    peak_stash: list = field(default_factory=list)   # planned timelines: micro-batches held
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def of_events(cls, events, num_ranks):
+        """A measured step: the makespan ends with the last compute action on any rank."""
+        busy = [0.0] * num_ranks
+        makespan = 0.0
+        for e in events:
+            if e.action.is_compute:
+                busy[e.rank] += e.end - e.start
+                makespan = max(makespan, e.end)
+        return cls(num_ranks, list(events), makespan, busy)
+
+    @property
+    def bubble_fraction(self):
+        return bubble_fraction(sum(self.busy), self.num_ranks, self.makespan)
+
+
+def in_ms(events):
+    """Events timed in seconds (as the engine measures) -> in milliseconds (as shown)."""
+    return [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in events]
 
 
 IDLE = "."
@@ -44,7 +89,7 @@ def render(events, num_ranks, makespan=None, width=80, title=None, unit="time un
         chunks = max((e.action.chunk for e in compute), default=0)
         lines.append(f"{'':>{prefix}}one column = {1 / scale:.3g} {unit}; '{IDLE}' = not computing")
         if chunks:
-            lines.append(f"{'':>{prefix}}lower case: actions of odd model chunks")
+            lines.append(f"{'':>{prefix}}lower case: actions of odd chunks")
     return "\n".join(lines)
 
 

@@ -38,18 +38,27 @@ def world_rank_of(pp_index, dp_index, pp):
     return dp_index * pp + pp_index
 
 
-def check_sizes(world_size, pp, dp):
-    if pp < 1 or dp < 1:
-        raise ConfigError(f"--pp and --dp must be at least 1 (got pp={pp}, dp={dp})")
+def check_grid(world_size, pp, dp):
+    """(pp, dp) for `world_size` ranks, pp = None meaning all ranks / dp; the one check
+    that the grid fits the world (ConfigError naming the size it needs if not)."""
+    if dp < 1:
+        raise ConfigError(f"--dp must be at least 1, got {dp}")
+    if pp is None:
+        if world_size % dp:
+            raise ConfigError(f"{world_size} ranks cannot be split into dp={dp} replicas")
+        pp = world_size // dp
+    if pp < 1:
+        raise ConfigError(f"--pp must be at least 1, got {pp}")
     if pp * dp != world_size:
         raise ConfigError(
-            f"{world_size} MPI ranks cannot form a pp={pp} x dp={dp} grid (needs {pp * dp}): "
-            f"launch with mpiexec -n {pp * dp}, or change --pp/--dp")
+            f"{world_size} MPI rank(s) cannot form a pp={pp} x dp={dp} grid, which needs "
+            f"{pp * dp}: launch with mpiexec -n {pp * dp}, or change --pp/--dp")
+    return pp, dp
 
 
 def build(comm, pp, dp):
-    """Split `comm` into the pipeline and data-parallel communicators of this rank."""
-    check_sizes(comm.Get_size(), pp, dp)
+    """Split `comm` into the pipeline and data-parallel communicators of this rank
+    (the grid is checked by config.prepare before any MPI call)."""
     rank = comm.Get_rank()
     dp_index, pp_index = divmod(rank, pp)
     pipe = comm.Split(color=dp_index, key=pp_index)

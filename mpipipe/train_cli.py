@@ -1,71 +1,167 @@
-"""`mpipipe train`: the command around run_training.
+"""`mpipipe train`: its options, and the command around run_training.
 
 Everything a user of the command sees besides the training itself: the
-progress bar, the summary, the pictures and the trace, and above all what
-happens when something goes wrong. Every path ends the whole job: a bad
-setting exits 2 on every rank with one message, a NaN exits 3, a time-out or
-an unexpected exception aborts every rank (MPI_Abort) after printing the
-failing rank's message once.
+options and their help, the progress bar, the summary, the pictures and the
+trace, and above all what happens when something goes wrong. Every path ends
+the whole job: a bad setting exits 2 on every rank with one message, a NaN
+exits 3, a time-out (4) or an unexpected exception (1) aborts every rank
+(MPI_Abort) after printing the failing rank's message once.
+
+Every option defaults to None here: config.py holds the defaults, and --help
+reads them from there.
 """
 
+import argparse
 import json
-import os
 import sys
-import time
 import traceback
+from dataclasses import fields
 
-LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
-LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
+from . import config
+from .schedules import GENERATORS, default_chunks
 
 
-def launcher_rank():
-    """This process's rank as the launcher told it, without starting MPI (None if unknown)."""
-    for name in LAUNCHER_RANK_VARIABLES:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return None
+def partition_arg(text):
+    if text in config.PARTITIONS:
+        return text
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use uniform, params, or block counts per stage like 3,3,2") from None
+
+
+def default(name):
+    """A setting's default as config.py sets it, for --help: 'default 256; gpt 64'."""
+    per_model = {model: values[name] for model, values in config.MODEL_DEFAULTS.items()
+                 if name in values}
+    if per_model:
+        mlp = per_model.pop("mlp")
+        return f"default {mlp}" + "".join(f"; {m} {v}" for m, v in per_model.items())
+    value = next(f.default for f in fields(config.TrainConfig) if f.name == name)
+    return f"default {value}"
+
+
+def add_parser(commands):
+    """The `train` command's options, in groups, on the subparsers `commands`."""
+    with_chunks = sorted(name for name in GENERATORS if default_chunks(name) > 1)
+    train = commands.add_parser(
+        "train", help="train a model with a pipeline schedule (run it under mpiexec)",
+        description="Train a model (an MLP, or with --model gpt a small transformer) on "
+        "embedded data or a text file, pipelined: each MPI rank holds one pipeline stage (or "
+        f"several chunks, for {', '.join(with_chunks)}), and dp replicas of the pipeline "
+        "average their gradients. Launch with e.g. `mpiexec -n 4 mpipipe train`: "
+        "ranks = pp x dp.",
+        epilog="Rank layout: world rank = dp_index * pp + pp_index (see `mpipipe topology`).")
+    add = train.add_argument_group("parallelism").add_argument
+    add("--pp", type=int, help="pipeline stages (default: all ranks / dp)")
+    add("--dp", type=int, help=f"data-parallel replicas ({default('dp')})")
+    add("--schedule", choices=config.SCHEDULES,
+        help=f"pipeline schedule ({default('schedule')})")
+    add("--microbatches", type=int, help="micro-batches per replica and step (default "
+        f"{config.default_microbatches('1f1b')}; {config.default_microbatches('naive')} for naive)")
+    add("--chunks", "--virtual-stages", dest="chunks", type=int, help="chunks (virtual stages) "
+        f"per rank, for {', '.join(with_chunks)} (default "
+        + ", ".join(f"{name} {default_chunks(name)}" for name in with_chunks)
+        + "; zbv takes only 2; the others 1)")
+    add("--recompute", action="store_true", default=None, help="activation recomputation: keep "
+        "only each stage's input, redo its forward before the backward")
+    add("--partition", type=partition_arg, help="uniform (equal layer counts), params (balanced "
+        f"parameter counts) or explicit layers per stage, e.g. 3,3,2 ({default('partition')})")
+    add = train.add_argument_group("model and data").add_argument
+    add("--model", choices=config.MODELS, help="mlp: Linear + activation layers; gpt: a "
+        "decoder-only transformer (embedding, --layers blocks, head) on character data "
+        f"({default('model')})")
+    add("--data", choices=config.DATA, help="spiral: 3-class spirals, cross-entropy; teacher: "
+        "regression on a random teacher network, MSE; arithmetic: sums like 12+7=19 for the "
+        f"gpt; text: --text FILE ({default('data')})")
+    add("--text", metavar="FILE", help="train the gpt on this text file, character by "
+        "character (--seq-len characters per sample)")
+    add("--seq-len", type=int, help=f"text data: characters per sample ({default('seq_len')})")
+    add("--heads", type=int, help=f"gpt: attention heads ({default('heads')})")
+    add("--samples", type=int, help="data set size (default: the data set's own, spiral 3000, "
+        "teacher 4096)")
+    add("--input-dim", type=int, help=f"teacher data: input width ({default('input_dim')})")
+    add("--output-dim", type=int, help=f"teacher data: output width ({default('output_dim')})")
+    add("--layers", type=int, help=f"Linear layers, or gpt transformer blocks ({default('layers')})")
+    add("--hidden", type=int, help=f"hidden width ({default('hidden')})")
+    add("--activation", choices=config.ACTIVATIONS, help=f"({default('activation')})")
+    add("--layernorm", action="store_true", default=None, help="LayerNorm after each activation")
+    add("--last-activation", action="store_true", default=None,
+        help="the last layer has the activation too (default: plain Linear)")
+    add("--dtype", choices=config.DTYPES, help=default("dtype"))
+    add = train.add_argument_group("optimisation").add_argument
+    add("--global-batch", type=int, help="samples per step, all replicas together "
+        f"({default('global_batch')})")
+    add("--steps", type=int, help=f"training steps ({default('steps')})")
+    add("--optimizer", choices=config.OPTIMIZERS, help=f"({default('optimizer')})")
+    add("--lr", type=float, help="learning rate (default: "
+        + ", ".join(f"{name} {lr:g}" for name, lr in config.DEFAULT_LR.items()) + ")")
+    add("--seed", type=int, help=f"seeds weights and data ({default('seed')})")
+    add = train.add_argument_group("run").add_argument
+    add("--device", choices=config.DEVICES, help="where weights and activations live: cpu "
+        "(NumPy), gpu (CuPy, the gpu extra; rank k of a node takes GPU k) or auto (a GPU if "
+        f"CuPy sees one) ({default('device')})")
+    add("--transport", choices=config.TRANSPORTS, help="gpu: hand device arrays to MPI "
+        "(cuda-aware) or copy them through host buffers (staged); auto asks the MPI library "
+        f"(MPIPIPE_CUDA_AWARE=0/1 overrides) ({default('transport')})")
+    add("--wait", choices=config.WAIT_MODES, help="how a rank waits for a message: poll "
+        "(yield, then sleep; frees the core) or block (MPI's Wait, which spins in MPICH) "
+        f"({default('wait')})")
+    add("--timeout", type=float, help="fail, naming the message, if a wait exceeds this many "
+        "seconds (default: wait forever)")
+    add("--log-every", type=int, help="print the loss every N steps (default steps/20)")
+    add("--no-nan-check", dest="nan_check", action="store_false", default=None, help="do not "
+        "stop at the first NaN/Inf (the check looks at every activation and gradient)")
+    add("--check", action="store_true", help="re-run the training in one process and fail "
+        "unless losses and weights agree (float64: rel. error < 1e-9; float32: < 1e-4, which "
+        "holds for a few steps only)")
+    add("--json", action="store_true", help="end with one line of JSON: the summary (and no "
+        "progress bar)")
+    add("--quiet", action="store_true", help="no banner, no per-step lines, no progress bar")
+    add = train.add_argument_group("checkpoints").add_argument
+    add("--checkpoint-dir", metavar="DIR", help="write checkpoints here (at the end, and every "
+        "--checkpoint-every steps)")
+    add("--checkpoint-every", type=int, metavar="K", help="also every K steps")
+    add("--keep-checkpoints", type=int, metavar="N",
+        help=f"complete checkpoints to keep, 0 for all ({default('keep_checkpoints')})")
+    add("--resume", action="store_true", default=None, help="continue from the newest "
+        "complete checkpoint in --checkpoint-dir (any pp/dp; the same model and optimizer)")
+    add = train.add_argument_group("pictures and traces").add_argument
+    add("--timeline", metavar="FILE.png", help="draw the last step as it ran (needs "
+        "matplotlib: the plot extra)")
+    add("--compare", action="store_true", help="with --timeline: draw the plan (the "
+        "simulator, fed with each stage's measured mean action times) above the measurement")
+    add("--trace", metavar="FILE.json", help="save every action of every step as a Chrome "
+        "trace (open in ui.perfetto.dev; `mpipipe report FILE.json`)")
+    train.set_defaults(func=cmd_train)
+    return train
 
 
 def cmd_train(args):
     from mpi4py import MPI
 
-    from .config import TrainConfig
     from .errors import ConfigError, NonFiniteError, ScheduleError
+    from .launcher import abort, check_launcher
     from .p2p import WaitTimeout
+    from .progress import Progress
     from .train import run_training
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    if args.nan_check:      # the check names where NaN/Inf began; NumPy's warnings add noise
+    if args.nan_check is not False:   # the check names where NaN/Inf began; NumPy's warnings add noise
         import numpy
 
         numpy.seterr(over="ignore", invalid="ignore", divide="ignore", under="ignore")
-    gpt = args.model == "gpt"
-    config = TrainConfig(
-        pp=args.pp, dp=args.dp, schedule=args.schedule, microbatches=args.microbatches,
-        virtual_stages=args.virtual_stages, recompute=args.recompute,
-        global_batch=given(args.global_batch, 64 if gpt else 256),
-        steps=given(args.steps, 1200 if gpt else 100), hidden=args.hidden,
-        layers=given(args.layers, 4 if gpt else 8),
-        model=args.model, text=args.text, seq_len=args.seq_len, heads=args.heads,
-        activation=args.activation, layernorm=args.layernorm,
-        last_activation=args.last_activation, dtype=args.dtype or ("float32" if gpt else "float64"),
-        seed=args.seed,
-        lr=args.lr, optimizer=args.optimizer, data=args.data, samples=args.samples,
-        input_dim=args.input_dim, output_dim=args.output_dim, partition=args.partition or ("params" if gpt else "uniform"),
-        device=args.device, transport=args.transport, wait=args.wait, timeout=args.timeout,
-        log_every=args.log_every, nan_check=args.nan_check,
-        checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints, resume=args.resume)
-    from .progress import Progress
-
-    progress = Progress(config.steps, config.global_batch,
-                        enabled=rank == 0 and not (args.quiet or args.json))
-    log = None if args.quiet else progress.print
+    settings = config.TrainConfig.from_options(args)
     try:
         check_launcher(comm.Get_size())
         check_outputs(args, comm)
-        run = run_training(config, comm, log=log, check=args.check, on_step=progress.update,
+        resolved = config.with_defaults(settings, comm.Get_size())   # for the progress bar
+        progress = Progress(resolved.steps, resolved.global_batch,
+                            enabled=rank == 0 and not (args.quiet or args.json))
+        run = run_training(settings, comm, log=None if args.quiet else progress.print,
+                           check=args.check, on_step=progress.update,
                            keep_all_steps=bool(args.trace))
         progress.close()
     except (ConfigError, ScheduleError) as error:
@@ -82,45 +178,21 @@ def cmd_train(args):
         abort(comm, 1, "".join(f"[rank {rank}] {line}\n"
                                for line in traceback.format_exc().splitlines()))
     if rank == 0:
-        print_summary(run.result)
+        print_summary(run.summary)
         try:
             save_pictures(args, run)
         except OSError as error:
             print(f"mpipipe train: error: {error}", file=sys.stderr, flush=True)
             return 1
         if args.json:
-            summary = {k: v for k, v in run.result.items() if k != "timeline"}
-            print(json.dumps(summary), flush=True)
-    return 0 if run.result.get("check", {}).get("passed", True) else 1
-
-
-def given(value, default):
-    """A flag's value if the user gave one (0 included), else the model's default."""
-    return default if value is None else value
-
-
-ABORT_GRACE_S = 1.0
-
-
-def abort(comm, code, message):
-    """Print once from this rank and end every rank of the job (nobody waits forever).
-
-    The message travels from this process's stderr through the launcher's I/O
-    forwarding (MPICH: a proxy per node, then mpiexec). MPI_Abort makes the
-    launcher tear that chain down, and on a loaded machine it can do so before
-    the message has passed: the job then ends with the right exit status and no
-    word of why. Waiting a moment before Abort lets the message through.
-    """
-    sys.stderr.write(message)
-    sys.stderr.flush()
-    time.sleep(ABORT_GRACE_S)
-    comm.Abort(code)
-    os._exit(code)      # Abort may return before the launcher has ended this process
+            print(json.dumps(run.summary.to_json()), flush=True)
+    return 0 if run.summary.check is None or run.summary.check.passed else 1
 
 
 def check_outputs(args, comm):
     """Before training, on every rank: can the pictures and the trace be written?"""
     from .errors import ConfigError
+    from .plot import check_writable, needs_matplotlib
 
     if args.compare and not args.timeline:
         raise ConfigError("--compare draws into the --timeline picture: give --timeline FILE.png")
@@ -140,109 +212,67 @@ def check_outputs(args, comm):
 
 def save_pictures(args, run):
     """--trace and --timeline (rank 0, after training)."""
-    r = run.result
+    from .timeline import Timeline, in_ms
+
+    s = run.summary
     if args.trace:
         from .trace import chrome_trace, save
 
-        meta = {k: r[k] for k in ("schedule", "pp", "dp", "microbatches", "virtual_stages",
-                                  "recompute", "global_batch", "dtype")}
+        meta = {k: getattr(s, k) for k in ("schedule", "pp", "dp", "microbatches", "chunks",
+                                           "recompute", "global_batch", "dtype")}
         save(args.trace, chrome_trace(run.records, meta))
         print(f"trace saved in {args.trace} (mpipipe report {args.trace})", flush=True)
     if args.timeline:
         from .plot import draw
-        from .simulate import Event
 
-        in_ms = [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in run.events]
-        chunks = run.plan.schedule.chunks
-        name = (f"{r['schedule']}, P={r['pp']}, m={r['microbatches']}"
-                + (f", V={chunks}" if chunks > 1 else "") + (", recompute" if r["recompute"] else ""))
-        panels = [(in_ms, r["pp"], f"measured: {name}, bubble {r['bubble_fraction']:.3f} "
-                   f"(median), this step {measured_bubble(in_ms, r['pp']):.3f}", "ms")]
+        measured = Timeline.of_events(in_ms(run.events), s.pp)
+        name = (f"{s.schedule}, P={s.pp}, m={s.microbatches}"
+                + (f", V={s.chunks}" if s.chunks > 1 else "") + (", recompute" if s.recompute else ""))
+        panels = [(measured.events, s.pp, f"measured: {name}, bubble {s.bubble_fraction:.3f} "
+                   f"(median), this step {measured.bubble_fraction:.3f}", "ms")]
         if args.compare:
-            planned = run.replanned
-            panels.insert(0, (planned.events, r["pp"], f"plan with each stage's measured mean "
+            planned = run.resimulated
+            panels.insert(0, (planned.events, s.pp, f"plan with each stage's measured mean "
                               f"action times: {name}, bubble {planned.bubble_fraction:.3f}", "ms"))
         draw(args.timeline, panels)
         print(f"timeline drawn in {args.timeline}", flush=True)
 
 
-def measured_bubble(events, num_ranks):
-    compute = [e for e in events if e.action.is_compute]
-    span = max((e.end for e in compute), default=0.0)
-    busy = sum(e.end - e.start for e in compute)
-    return 1.0 - busy / (num_ranks * span) if span else 0.0
-
-
-def needs_matplotlib():
-    import importlib.util
-
-    from .errors import ConfigError
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError("--timeline needs matplotlib: pip install 'mpipipe[plot]'")
-
-
-def check_writable(path):
-    """Before any work: can `path` be written? (ConfigError saying why not)"""
-    from .errors import ConfigError
-
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"cannot write {path}: {folder} is not a writable folder")
-
-
-def check_launcher(world_size):
-    """Catch N separate one-rank jobs started by a launcher from another MPI library."""
-    from .errors import ConfigError
-
-    for name in LAUNCHER_SIZE_VARIABLES:
-        told = os.environ.get(name, "")
-        if told.isdigit() and int(told) != world_size:
-            raise ConfigError(
-                f"the launcher started {told} processes ({name}) but MPI sees {world_size}: "
-                f"mpiexec and mpi4py come from different MPI libraries. Use the mpiexec of "
-                f"the MPI that mpi4py loads (python -m mpi4py --mpi-lib-version tells which)")
-
-
-def print_summary(result):
+def print_summary(s):
+    """The summary block of `mpipipe train` (measure.Summary `s`)."""
     lines = ["", "summary",
-             f"  schedule      {result['schedule']}  (pp={result['pp']}, dp={result['dp']}, "
-             f"{result['microbatches']} micro-batches of {result['microbatch_size']}"
-             + (f", {result['virtual_stages']} chunks per rank" if result["virtual_stages"] > 1 else "")
-             + (", recompute" if result["recompute"] else "") + ")",
-             f"  device        {'; '.join(result['device'])}",
-             f"  transport     {'; '.join(result['transport'])}",
-             f"  step time     {result['step_time_s'] * 1e3:.2f} ms (median over steps 2..)",
-             f"  bubble        {result['bubble_fraction']:.3f} measured, "
-             f"{result['bubble_fraction_planned']:.3f} planned (equal stages, no comm)",
-             f"  last step     bubble {result['bubble_fraction_last_step']:.3f} measured, "
-             f"{result['bubble_fraction_last_step_planned']:.3f} planned with each stage's "
+             f"  schedule      {s.schedule}  (pp={s.pp}, dp={s.dp}, {s.microbatches} micro-batches "
+             f"of {s.microbatch_size}" + (f", {s.chunks} chunks per rank" if s.chunks > 1 else "")
+             + (", recompute" if s.recompute else "") + ")",
+             f"  device        {'; '.join(s.device)}",
+             f"  transport     {'; '.join(s.transport)}",
+             f"  step time     {s.step_time_s * 1e3:.2f} ms (median over steps 2..)",
+             f"  bubble        {s.bubble_fraction:.3f} measured, "
+             f"{s.bubble_fraction_planned:.3f} planned (equal stages, no comm)",
+             f"  last step     bubble {s.bubble_fraction_last_step:.3f} measured, "
+             f"{s.bubble_fraction_last_step_planned:.3f} planned with each stage's "
              f"measured action times",
-             "  comm wait     " + " ".join(f"{w * 1e3:.2f}" for w in result["comm_wait_s"])
+             "  comm wait     " + " ".join(f"{w * 1e3:.2f}" for w in s.comm_wait_s)
              + " ms per step (rank 0..)",
-             "  peak stash    " + " ".join(map(str, result["peak_stash"]))
-             + " micro-batches, " + " ".join(f"{b / 1024:.0f}" for b in result["peak_stash_bytes"])
-             + " KiB (rank 0..)",
-             f"  final loss    {result['final_loss']:.6f}"]
-    if result["ranks_on_node"] > result["cores"]:
-        lines.append(f"  note          {result['ranks_on_node']} ranks share {result['cores']} cores "
-                     f"here: at most {result['cores'] / result['ranks_on_node']:.0%} of the "
-                     f"rank-time can be compute")
-    if "held_out_accuracy" in result:
-        lines.append(f"  held out      loss {result['held_out_loss']:.4f}, "
-                     f"{result['held_out_accuracy']:.1%} of answer characters right, "
-                     f"{result['held_out_exact']:.1%} of samples entirely right")
-    if "accuracy" in result:
-        lines.append(f"  accuracy      {result['accuracy']:.3f} on the whole data set")
-    if "check" in result:
-        check = result["check"]
-        verdict = "passed" if check["passed"] else "FAILED"
-        lines.append(f"  check         {verdict}: losses rel. error {check['loss_rel_err']:.2e}, "
-                     f"weights {check['weight_rel_err']:.2e} (tolerance {check['tolerance']:g}) "
-                     f"against the single-process run")
-        if not check["passed"] and result["dtype"] == "float32":
+             "  peak stash    " + " ".join(map(str, s.peak_stash)) + " micro-batches, "
+             + " ".join(f"{b / 1024:.0f}" for b in s.peak_stash_bytes) + " KiB (rank 0..)",
+             f"  final loss    {s.final_loss:.6f}"]
+    if s.ranks_on_node > s.cores:
+        lines.append(f"  note          {s.ranks_on_node} ranks share {s.cores} cores here: at "
+                     f"most {s.cores / s.ranks_on_node:.0%} of the rank-time can be compute")
+    if s.held_out_accuracy is not None:
+        lines.append(f"  held out      loss {s.held_out_loss:.4f}, {s.held_out_accuracy:.1%} of "
+                     f"answer characters right, {s.held_out_exact:.1%} of samples entirely right")
+    if s.accuracy is not None:
+        lines.append(f"  accuracy      {s.accuracy:.3f} on the whole data set")
+    if s.check is not None:
+        check = s.check
+        lines.append(f"  check         {'passed' if check.passed else 'FAILED'}: losses rel. "
+                     f"error {check.loss_rel_err:.2e}, weights {check.weight_rel_err:.2e} "
+                     f"(tolerance {check.tolerance:g}) against the single-process run")
+        if not check.passed and s.dtype == "float32":
             lines.append("                float32 rounds differently in another summation order, "
                          "and training makes the differences grow step by step: "
                          "for an exact check use --dtype float64")
-    lines += ["", "timeline of the last step (measured, pipeline of replica 0):", result["timeline"]]
+    lines += ["", "timeline of the last step (measured, pipeline of replica 0):", s.timeline]
     print("\n".join(lines), flush=True)

@@ -21,7 +21,6 @@ import os
 
 import numpy as np
 
-from .errors import ConfigError
 
 TRANSPORTS = ("auto", "cuda-aware", "staged")
 
@@ -59,9 +58,8 @@ def _loaded_libmpi():
 
 
 def choose(requested, device):
-    """('direct' or 'staged', reason)."""
-    if requested not in TRANSPORTS:
-        raise ConfigError(f"unknown transport {requested!r}: choose from {', '.join(TRANSPORTS)}")
+    """('direct' or 'staged', reason) for a `requested` transport of TRANSPORTS (config.py
+    has checked it) on `device`."""
     if device == "cpu":
         if requested == "staged":     # a second host buffer: only useful to test the path
             return "staged", "--transport staged (host arrays copied through staging buffers)"

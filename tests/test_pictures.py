@@ -10,8 +10,9 @@ import pytest
 
 from mpipipe.progress import Progress
 from mpipipe.report import summarise
-from mpipipe.schedules import plan
-from mpipipe.simulate import Event, simulate
+from mpipipe.schedules import validated_schedule
+from mpipipe.schedules.actions import Event
+from mpipipe.simulate import simulate
 from mpipipe.timeline import render
 
 from .test_cli import mpiexec
@@ -20,14 +21,14 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
 def test_ascii_1f1b_matches_the_stored_picture():
-    timeline = simulate(plan("1f1b", 4, 8))
+    timeline = simulate(validated_schedule("1f1b", 4, 8))
     with open(os.path.join(DATA, "1f1b_p4_m8.txt")) as stored:
         assert render(timeline.events, 4, timeline.makespan) + "\n" == stored.read()
 
 
 @pytest.mark.parametrize("name,m", [("gpipe", 32), ("zbv", 16), ("interleaved", 8), ("1f1b", 2)])
 def test_ascii_fits_80_columns_and_shows_every_action(name, m):
-    schedule = plan(name, 4, m)
+    schedule = validated_schedule(name, 4, m)
     text = render(simulate(schedule).events, 4)
     assert max(len(line) for line in text.splitlines()) <= 80
     rows = [line for line in text.splitlines() if line.startswith("rank 0 |")]
@@ -48,7 +49,7 @@ def test_png_timeline_has_the_right_size_and_is_not_blank(tmp_path):
     image = pytest.importorskip("matplotlib.image", reason="matplotlib (the plot extra) is needed")
     from mpipipe.plot import draw
 
-    timeline = simulate(plan("zb-h1", 4, 8))
+    timeline = simulate(validated_schedule("zb-h1", 4, 8))
     path = tmp_path / "plan.png"
     draw(path, [(timeline.events, 4, "zb-h1", "time units")] * 2)
     pixels = image.imread(path)
@@ -101,7 +102,7 @@ def test_trace_report_and_png_from_a_real_run(tmp_path):
     trace = json.loads(trace_path.read_text())
     assert trace["otherData"]["schedule"] == "zb-h1"
     slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
-    lowered = plan("zb-h1", 2, 4)
+    lowered = validated_schedule("zb-h1", 2, 4)
     for rank in (0, 1):
         planned = [a for a in lowered.programs[rank] if a.is_compute]
         traced = [e for e in slices if e["pid"] == rank and e["cat"] == "compute"]

@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from mpipipe.errors import ConfigError, ScheduleError
-from mpipipe.schedules import lower, make_schedule, plan, validate
+from mpipipe.schedules import lower, make_schedule, validated_schedule, validate
 from mpipipe.schedules.actions import BW, F, RECV_F, SEND_F, Action, Schedule, message_tag
 from mpipipe.simulate import Costs, peak_stash, simulate
 
@@ -17,7 +17,7 @@ SIZES = [(P, m) for P in (1, 2, 3, 4, 8) for m in (1, 2, 3, 4, 8, 16)]
 @pytest.mark.parametrize("costs", [Costs(), Costs(F=1, B=2, W=0), Costs(F=0.5, BW=1.7)])
 def test_bubble_is_the_textbook_formula(name, P, m, costs):
     """With equal stages: makespan (m + P - 1)(F + BW), bubble (P-1)/(m+P-1)."""
-    timeline = simulate(plan(name, P, m), costs)
+    timeline = simulate(validated_schedule(name, P, m), costs)
     per_mb = costs.of("F") + costs.of("BW")
     assert timeline.makespan == pytest.approx((m + P - 1) * per_mb)
     assert timeline.bubble_fraction == pytest.approx((P - 1) / (m + P - 1))
@@ -25,7 +25,7 @@ def test_bubble_is_the_textbook_formula(name, P, m, costs):
 
 @pytest.mark.parametrize("P", [1, 2, 4, 7])
 def test_naive_bubble_is_p_minus_one_over_p(P):
-    assert simulate(plan("naive", P, 1)).bubble_fraction == pytest.approx((P - 1) / P)
+    assert simulate(validated_schedule("naive", P, 1)).bubble_fraction == pytest.approx((P - 1) / P)
 
 
 @pytest.mark.parametrize("P,m", SIZES)
@@ -144,8 +144,8 @@ def test_costs_parse():
 def test_communication_latency_lengthens_the_critical_path():
     """Each of the 2(P-1) hops on the critical path of one micro-batch costs `comm` once."""
     P, m, c = 4, 8, 0.25
-    base = simulate(plan("gpipe", P, m)).makespan
-    assert simulate(plan("gpipe", P, m), Costs(comm=c)).makespan == pytest.approx(base + 2 * (P - 1) * c)
+    base = simulate(validated_schedule("gpipe", P, m)).makespan
+    assert simulate(validated_schedule("gpipe", P, m), Costs(comm=c)).makespan == pytest.approx(base + 2 * (P - 1) * c)
 
 
 # -- the schedules of the zero-bubble and interleaving papers ------------------------------
@@ -179,15 +179,15 @@ def test_bubble_per_rank_1f1b_and_zb_h1(P, costs):
     zb-h1 (P-1)(F+B-W); with P=4, m=8 and unit costs, 33 and 27."""
     m = 2 * P
     work = m * (costs.F + costs.B + costs.W)
-    assert simulate(plan("1f1b", P, m), costs).makespan == pytest.approx(
+    assert simulate(validated_schedule("1f1b", P, m), costs).makespan == pytest.approx(
         work + (P - 1) * (costs.F + costs.B + costs.W))
-    assert simulate(plan("zb-h1", P, m), costs).makespan == pytest.approx(
+    assert simulate(validated_schedule("zb-h1", P, m), costs).makespan == pytest.approx(
         work + (P - 1) * (costs.F + costs.B - costs.W))
 
 
 def test_the_papers_example_numbers():
-    assert simulate(plan("1f1b", 4, 8)).makespan == 33
-    assert simulate(plan("zb-h1", 4, 8)).makespan == 27
+    assert simulate(validated_schedule("1f1b", 4, 8)).makespan == 33
+    assert simulate(validated_schedule("zb-h1", 4, 8)).makespan == 27
 
 
 @pytest.mark.parametrize("P", [2, 3, 4, 6, 8])
@@ -197,11 +197,11 @@ def test_zb_h2_has_no_bubble_in_the_steady_state(P):
     from mpipipe.simulate import steady_state
 
     m = 2 * P
-    schedule = plan("zb-h2", P, m)
+    schedule = validated_schedule("zb-h2", P, m)
     per_step, bubble = steady_state(schedule)
     assert per_step == pytest.approx(3 * m) and bubble == pytest.approx(0, abs=1e-12)
     assert simulate(schedule).makespan > 3 * m
-    assert steady_state(plan("1f1b", P, m))[0] == pytest.approx(3 * m + 3 * (P - 1))
+    assert steady_state(validated_schedule("1f1b", P, m))[0] == pytest.approx(3 * m + 3 * (P - 1))
 
 
 @pytest.mark.parametrize("P", [2, 3, 4, 5, 8])
@@ -218,15 +218,15 @@ def test_peak_stash_on_the_first_rank(P):
 @pytest.mark.parametrize("P,m,V", [(2, 4, 2), (4, 8, 2), (4, 8, 4), (4, 12, 3), (8, 16, 2)])
 def test_interleaved_bubble_over_ideal_is_p_minus_1_over_v_m(P, m, V):
     """Narayanan et al. 2021: bubble time / ideal compute time = (P-1) / (V m)."""
-    timeline = simulate(plan("interleaved", P, m, V))
+    timeline = simulate(validated_schedule("interleaved", P, m, V))
     ideal = m * 3
     assert (timeline.makespan - ideal) / ideal == pytest.approx((P - 1) / (V * m))
-    assert timeline.bubble_fraction < simulate(plan("1f1b", P, m)).bubble_fraction
+    assert timeline.bubble_fraction < simulate(validated_schedule("1f1b", P, m)).bubble_fraction
 
 
 @pytest.mark.parametrize("P,m,V", [(2, 4, 2), (4, 8, 2), (4, 5, 3)])
 def test_looped_bfs_is_gpipe_over_v_m_virtual_microbatches(P, m, V):
-    assert simulate(plan("looped-bfs", P, m, V)).bubble_fraction == pytest.approx(
+    assert simulate(validated_schedule("looped-bfs", P, m, V)).bubble_fraction == pytest.approx(
         (P - 1) / (V * m + P - 1))
     assert peak_stash(make_schedule("looped-bfs", P, m, V)) == [V * m] * P
 
@@ -238,7 +238,7 @@ def test_zbv_is_a_v():
     lowered = lower(schedule)
     turn = [a for a in lowered.programs[3] if a.kind.startswith(("SEND", "RECV"))]
     assert all(a.peer == 2 for a in turn)       # stages 3 -> 4 hand over without a message
-    assert simulate(lowered).bubble_fraction < simulate(plan("zb-h1", 4, 8)).bubble_fraction
+    assert simulate(lowered).bubble_fraction < simulate(validated_schedule("zb-h1", 4, 8)).bubble_fraction
 
 
 @pytest.mark.parametrize("args,message", [
@@ -255,26 +255,26 @@ def test_chunked_schedules_say_what_they_accept(args, message):
 
 def test_recompute_adds_one_forward_to_every_backward():
     P, m = 4, 8
-    base = simulate(plan("1f1b", P, m))
-    again = simulate(plan("1f1b", P, m), Costs(recompute=True))
+    base = simulate(validated_schedule("1f1b", P, m))
+    again = simulate(validated_schedule("1f1b", P, m), Costs(recompute=True))
     assert sum(again.busy) == pytest.approx(sum(base.busy) + P * m * 1.0)
     assert again.makespan == pytest.approx((m + P - 1) * 4)
 
 
 def test_unequal_stages_and_messages_break_the_promise():
     P, m = 4, 8
-    slow_last = simulate(plan("1f1b", P, m), Costs(stage_factors=(1, 1, 1, 2)))
+    slow_last = simulate(validated_schedule("1f1b", P, m), Costs(stage_factors=(1, 1, 1, 2)))
     # the slowest stage sets the pace: m of its (F + BW) plus the others' warm-up and cool-down
     assert slow_last.makespan == pytest.approx(m * 6 + (P - 1) * 3)
-    latency = simulate(plan("zb-h1", P, m), Costs(comm=0.5))
-    assert latency.makespan > simulate(plan("zb-h1", P, m)).makespan
+    latency = simulate(validated_schedule("zb-h1", P, m), Costs(comm=0.5))
+    assert latency.makespan > simulate(validated_schedule("zb-h1", P, m)).makespan
 
 
 @pytest.mark.parametrize("name, V", [("1f1b", 1), ("zb-h1", 1), ("interleaved", 2)])
 def test_costs_read_back_from_a_run_keep_each_stage_its_speed(name, V):
     """A 'run' whose last stage is twice as slow, read back into costs, plans that same run;
     the plain mean-cost model would plan equal stages and miss the bubble they open."""
-    schedule = plan(name, 4, 8, V)
+    schedule = validated_schedule(name, 4, 8, V)
     factors = tuple([1.0] * (schedule.num_stages - 1) + [2.0])
     ran = simulate(schedule, Costs(F=1.0, B=1.5, W=0.5, BW=2.0, stage_factors=factors))
     from mpipipe.simulate import costs_from_events

@@ -1,7 +1,7 @@
 import pytest
 
 from mpipipe.errors import ConfigError
-from mpipipe.topology import check_sizes, grid, world_rank_of
+from mpipipe.topology import check_grid, grid, world_rank_of
 
 
 def test_layout_replica_major():
@@ -22,6 +22,6 @@ def test_grid_picture_names_every_rank_once():
     (4, 0, 1, "at least 1"),
     (4, 2, 3, "mpiexec -n 6"),
 ])
-def test_check_sizes(size, pp, dp, message):
+def test_check_grid(size, pp, dp, message):
     with pytest.raises(ConfigError, match=message):
-        check_sizes(size, pp, dp)
+        check_grid(size, pp, dp)

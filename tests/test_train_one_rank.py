@@ -11,8 +11,8 @@ def test_micro_batched_one_rank_run_equals_the_full_batch_run():
     config = TrainConfig(schedule="1f1b", microbatches=8, global_batch=64, steps=4, layers=3,
                          hidden=10, samples=300, optimizer="sgd")
     run = run_training(config, MPI.COMM_SELF)
-    losses, weights = train_sequential(run.plan)
-    assert relative_error(run.result["losses"], losses) < 1e-12
+    losses, weights = train_sequential(run.setup)
+    assert relative_error(run.summary.losses, losses) < 1e-12
     assert relative_error(run.weights[0], weights) < 1e-12
 
 
@@ -23,8 +23,8 @@ def test_spiral_is_learned():
     about 0.5 on these spirals; 0.9 needs a model that really fits them.
     """
     run = run_training(TrainConfig(steps=60, microbatches=4), MPI.COMM_SELF)
-    assert run.result["accuracy"] > 0.9, run.result["accuracy"]
-    assert run.result["losses"][-1] < 0.3 * run.result["losses"][0]
+    assert run.summary.accuracy > 0.9, run.summary.accuracy
+    assert run.summary.losses[-1] < 0.3 * run.summary.losses[0]
 
 
 def test_result_has_the_promised_fields():
@@ -32,8 +32,8 @@ def test_result_has_the_promised_fields():
                        MPI.COMM_SELF)
     for key in ("schedule", "pp", "dp", "microbatches", "losses", "step_time_s",
                 "bubble_fraction", "peak_stash"):
-        assert key in run.result
-    assert run.result["peak_stash"] == [1]       # one stage: 1F1B keeps min(P - 0, m) = 1
+        assert hasattr(run.summary, key)
+    assert run.summary.peak_stash == [1]       # one stage: 1F1B keeps min(P - 0, m) = 1
 
 
 def test_recompute_keeps_only_inputs_and_traces_the_extra_forward():
@@ -41,12 +41,12 @@ def test_recompute_keeps_only_inputs_and_traces_the_extra_forward():
                     hidden=16, samples=100, optimizer="sgd")
     stash = run_training(TrainConfig(**settings), MPI.COMM_SELF)
     again = run_training(TrainConfig(recompute=True, **settings), MPI.COMM_SELF)
-    assert again.result["losses"] == stash.result["losses"]
+    assert again.summary.losses == stash.summary.losses
     assert relative_error(again.weights[0], stash.weights[0]) == 0.0
-    assert again.result["peak_stash"] == stash.result["peak_stash"] == [4]
+    assert again.summary.peak_stash == stash.summary.peak_stash == [4]
     # 4 micro-batches of 8 x 2 inputs (float64) instead of every layer's activations
-    assert again.result["peak_stash_bytes"] == [4 * 8 * 2 * 8]
-    assert stash.result["peak_stash_bytes"][0] > 10 * again.result["peak_stash_bytes"][0]
+    assert again.summary.peak_stash_bytes == [4 * 8 * 2 * 8]
+    assert stash.summary.peak_stash_bytes[0] > 10 * again.summary.peak_stash_bytes[0]
     kinds = [e.action.kind for e in again.events]
     assert kinds.count("R") == 4 and "R" not in [e.action.kind for e in stash.events]
     assert kinds.index("R") == kinds.index("BW") - 1      # right before its backward

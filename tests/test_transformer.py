@@ -131,5 +131,5 @@ def test_the_gpt_learns_to_add():
 
     run = run_training(TrainConfig(model="gpt", layers=2, hidden=32, heads=4, global_batch=32,
                                    microbatches=2, steps=600, dtype="float32"), MPI.COMM_SELF)
-    assert run.result["held_out_loss"] < 1.25, run.result["held_out_loss"]
-    assert run.result["held_out_accuracy"] > 0.35, run.result["held_out_accuracy"]
+    assert run.summary.held_out_loss < 1.25, run.summary.held_out_loss
+    assert run.summary.held_out_accuracy > 0.35, run.summary.held_out_accuracy

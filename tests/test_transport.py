@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mpipipe.errors import ConfigError
+from mpipipe.config import TrainConfig, prepare
 from mpipipe.transport import HostStaging, choose, query_mpi_library
 
 
@@ -27,8 +28,8 @@ def test_an_explicit_choice_then_the_library(monkeypatch):
     monkeypatch.setenv("MPICH_GPU_SUPPORT_ENABLED", "1")
     assert choose("auto", "gpu") == ("direct", "the MPI library is CUDA-aware "
                                                "(MPICH_GPU_SUPPORT_ENABLED=1)")
-    with pytest.raises(ConfigError, match="unknown transport"):
-        choose("carrier-pigeon", "gpu")
+    with pytest.raises(ConfigError, match="unknown transport"):   # refused before MPI starts
+        prepare(TrainConfig(transport="carrier-pigeon"), 1)
 
 
 def test_the_pip_mpich_says_it_is_not_cuda_aware(monkeypatch):

@@ -3,9 +3,10 @@
     make_schedule("1f1b", num_ranks=4, num_microbatches=8)  -> compute actions per rank
     lower(schedule)                                          -> with SEND/RECV added
     validate(schedule)                                       -> lowered, proven to finish
+    validated_schedule("1f1b", 4, 8)                         -> all three: what the engine runs
 
 Each generator module has `build(num_ranks, num_microbatches, chunks)`; those
-with model chunks (virtual stages) say how many by default in DEFAULT_CHUNKS.
+with several chunks per rank say how many by default in DEFAULT_CHUNKS.
 """
 
 from ..errors import ConfigError
@@ -68,10 +69,10 @@ def make_schedule(name, num_ranks, num_microbatches, chunks=None):
     return GENERATORS[name].build(num_ranks, num_microbatches, chunks)
 
 
-def plan(name, num_ranks, num_microbatches, chunks=None):
+def validated_schedule(name, num_ranks, num_microbatches, chunks=None):
     """make_schedule + validate: the lowered lists the engine runs."""
     return validate(make_schedule(name, num_ranks, num_microbatches, chunks))
 
 
 __all__ = ["Action", "Schedule", "GENERATORS", "BUBBLE_FORMULAS", "default_chunks",
-           "make_schedule", "lower", "validate", "plan"]
+           "make_schedule", "lower", "validate", "validated_schedule"]

@@ -11,19 +11,26 @@ Compute actions (printed as kind + micro-batch, e.g. F3, BW3):
     B   input gradient only: the part the previous stage is waiting for
     W   weight gradient only: needed by the optimizer, so it can wait
     R   (traces only) the forward a backward repeats under --recompute
+The names are the zero-bubble papers'. PyTorch's pipelining names the same
+actions differently: its I is our B (the input gradient), its B is our fused
+BW, its F and W are ours.
 Message actions, added by lower() (printed e.g. SEND_F3->r2, RECV_B3<-r2):
     SEND_F / RECV_F   an activation going forward to the next stage
     SEND_B / RECV_B   a gradient going backward to the previous stage
 
-Stages and ranks. A schedule has `num_ranks` ranks, each holding `chunks`
-model chunks (virtual stages), so num_ranks * chunks stages in all. The
-default placement puts stage `chunk * num_ranks + rank` on (rank, chunk),
+Stages, ranks and chunks. A schedule has `num_ranks` ranks, each holding
+`chunks` chunks, so num_ranks * chunks stages in all. A chunk is one of a
+rank's stages: the papers call it a virtual stage (hence the option
+--virtual-stages, a synonym of --chunks), Megatron-LM a model chunk; here it is
+always "chunk", and `Action.chunk` says which of its rank's chunks an action
+runs on. The default placement puts stage `chunk * num_ranks + rank` on (rank, chunk),
 the looping placement of Megatron-LM's interleaved schedule; with one chunk
 per rank, stage s simply lives on rank s. A generator may pass its own
 `stage_map` (rank -> list of stage numbers, one per chunk).
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 F, BW, B, W = "F", "BW", "B", "W"
 RECOMPUTE = "R"
@@ -56,6 +63,18 @@ class Action:
         return text
 
     __repr__ = __str__
+
+
+class Event(NamedTuple):
+    """One action on one rank, from start to end (a receive: the time spent waiting).
+
+    The simulator plans events and the engine measures them; both timelines are
+    lists of these, so they are measured and drawn by the same code."""
+
+    rank: int
+    action: Action
+    start: float
+    end: float
 
 
 @dataclass

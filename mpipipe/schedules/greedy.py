@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from .actions import B, F, W, Action, Schedule
 
 
-def plan_greedily(name, num_ranks, num_microbatches, stage_map, memory_limits,
+def schedule_greedily(name, num_ranks, num_microbatches, stage_map, memory_limits,
                   deep_first=False):
     """Action lists for the ranks; stage_map[rank][chunk] = stage, as in Schedule."""
     P, m = num_ranks, num_microbatches

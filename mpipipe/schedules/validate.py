@@ -4,7 +4,7 @@ Two kinds of check, each failing with a message that names the rank and action:
   1. bookkeeping: every stage runs F and a backward (BW, or B then W) exactly
      once for every micro-batch, on the rank that holds it;
   2. progress: the lowered lists are walked as the engine would run them
-     (see simulate.walk); every send must meet its receive and every rank must
+     (see walk.py); every send must meet its receive and every rank must
      reach the end of its list. A rank that would wait forever is named with
      the message it waits for and what its peer is doing instead.
 """
@@ -14,14 +14,13 @@ from collections import Counter
 from ..errors import ScheduleError
 from .actions import BW, COMPUTE, MESSAGES, B, F, W
 from .lower import lower
+from .walk import walk
 
 
 def validate(schedule):
     """Return the lowered schedule if it is sound; raise ScheduleError if not."""
     _check_bookkeeping(schedule)
     lowered = lower(schedule)
-    from ..simulate import walk
-
     walk(lowered)
     return lowered
 

@@ -18,10 +18,10 @@ The order is found by the list scheduler in greedy.py (B first, then F while
 fewer than 2P-1 micro-batches are in flight, then W).
 """
 
-from .greedy import plan_greedily
+from .greedy import schedule_greedily
 
 
 def build(num_ranks, num_microbatches, chunks=1):
     P = num_ranks
-    return plan_greedily("zb-h2", P, num_microbatches, [[r] for r in range(P)],
+    return schedule_greedily("zb-h2", P, num_microbatches, [[r] for r in range(P)],
                          memory_limits=[2 * P - 1] * P)

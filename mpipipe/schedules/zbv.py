@@ -17,7 +17,8 @@ The order is found by the list scheduler in greedy.py, with the deeper chunk
 served first so micro-batches drain before new ones enter.
 """
 
-from .greedy import plan_greedily
+from ..errors import ConfigError
+from .greedy import schedule_greedily
 
 DEFAULT_CHUNKS = 2
 
@@ -27,10 +28,8 @@ def stage_map(num_ranks):
 
 
 def build(num_ranks, num_microbatches, chunks=DEFAULT_CHUNKS):
-    from ..errors import ConfigError
-
     if chunks != 2:
         raise ConfigError("zbv always has 2 chunks per rank (--virtual-stages 2)")
     P = num_ranks
-    return plan_greedily("zbv", P, num_microbatches, stage_map(P),
+    return schedule_greedily("zbv", P, num_microbatches, stage_map(P),
                          memory_limits=[2 * P] * P, deep_first=True)

@@ -49,16 +49,16 @@ def test_pipeline_trains_exactly_like_one_process(schedule, pp, dp, recompute):
     run = run_training(config, comm)
     problems = []
     if comm.Get_rank() == 0:
-        losses, weights = train_sequential(run.plan)
-        if relative_error(run.result["losses"], losses) > 1e-9:
-            problems.append(f"losses {run.result['losses']} != {losses}")
+        losses, weights = train_sequential(run.setup)
+        if relative_error(run.summary.losses, losses) > 1e-9:
+            problems.append(f"losses {run.summary.losses} != {losses}")
         for replica, w in enumerate(run.weights):
             err = relative_error(w, weights)
             if err > 1e-9:
                 problems.append(f"replica {replica}: weights differ, relative error {err:.2e}")
-        planned = peak_stash(run.plan.schedule)
-        if run.result["peak_stash"] != planned:
-            problems.append(f"measured peak stash {run.result['peak_stash']}, planned {planned}")
+        planned = peak_stash(run.setup.schedule)
+        if run.summary.peak_stash != planned:
+            problems.append(f"measured peak stash {run.summary.peak_stash}, planned {planned}")
         if losses[-1] >= losses[0]:
             problems.append(f"the loss did not go down: {losses}")
     ok, message = verdict(comm, problems)
@@ -77,12 +77,12 @@ def test_the_host_staged_transport_changes_nothing(schedule):
     staged = run_training(TrainConfig(transport="staged", **settings), comm)
     problems = []
     if comm.Get_rank() == 0:
-        if staged.result["losses"] != direct.result["losses"]:
-            problems.append(f"losses {staged.result['losses']} != {direct.result['losses']}")
+        if staged.summary.losses != direct.summary.losses:
+            problems.append(f"losses {staged.summary.losses} != {direct.summary.losses}")
         if not all((a == b).all() for a, b in zip(staged.weights, direct.weights)):
             problems.append("weights differ between staged and direct transport")
-        if not staged.result["transport"][0].startswith("staged"):
-            problems.append(f"transport was {staged.result['transport']}")
+        if not staged.summary.transport[0].startswith("staged"):
+            problems.append(f"transport was {staged.summary.transport}")
     ok, message = verdict(comm, problems)
     assert ok, message
 
@@ -100,16 +100,16 @@ def test_check_catches_a_pipeline_that_is_wrong():
 
     def corrupt(self):
         original(self)
-        if self.rank == 1:
-            self.stages[0].flat_grads *= 1.001
+        if self.pp_index == 1:
+            self.chunks[0].layers.flat_grads *= 1.001
 
     engine.Engine._allreduce_gradients = corrupt
     try:
         run = run_training(config, comm, check=True)
     finally:
         engine.Engine._allreduce_gradients = original
-    ok, message = verdict(comm, [] if not run.result["check"]["passed"] else
-                          [f"--check passed a corrupted run: {run.result['check']}"])
+    ok, message = verdict(comm, [] if not run.summary.check.passed else
+                          [f"--check passed a corrupted run: {run.summary.check}"])
     assert ok, message
 
 
@@ -120,13 +120,13 @@ def test_gpt_trains_exactly_like_one_process(schedule, pp):
     comm = group_of(pp)
     config = TrainConfig(pp=pp, model="gpt", schedule=schedule, microbatches=4, global_batch=8,
                          steps=2, layers=2, hidden=8, heads=2, samples=64, optimizer="sgd",
-                         lr=0.1, timeout=60)
+                         lr=0.1, timeout=60, dtype="float64")
     run = run_training(config, comm)
     problems = []
     if comm.Get_rank() == 0:
-        losses, weights = train_sequential(run.plan)
-        if relative_error(run.result["losses"], losses) > 1e-9:
-            problems.append(f"losses {run.result['losses']} != {losses}")
+        losses, weights = train_sequential(run.setup)
+        if relative_error(run.summary.losses, losses) > 1e-9:
+            problems.append(f"losses {run.summary.losses} != {losses}")
         err = relative_error(run.weights[0], weights)
         if err > 1e-9:
             problems.append(f"weights differ, relative error {err:.2e}")

@@ -1,0 +1,204 @@
+"""What a run measured: each rank's notes in, one typed summary out.
+
+During training every rank notes a few numbers per step (`StepLog`: its loss
+share, step time, compute time, waits, and the actions of the steps kept for
+pictures). At the end rank 0 gathers one `RankReport` per rank and turns them
+into a `Summary`: step time, the bubble measured and planned, the waits, the
+peak stash, what the model learned. Measuring never disturbs the steps being
+measured: nothing is sent until training is over.
+
+Two plans sit beside the measured bubble: the schedule with equal stages and
+free messages (the textbook's figure), and the last step simulated again with
+its own measured action times, each stage at its own speed (`resimulate`):
+what remains between that and the measurement is messages and noise.
+"""
+
+import statistics
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .backend import to_host
+from .losses import LOSSES
+from .model import build_stage
+from .schedules.actions import Event
+from .simulate import Costs, costs_from_events, simulate
+from .timeline import bubble_fraction, in_ms, render
+
+
+class StepLog:
+    """This rank's notes, one entry per step."""
+
+    def __init__(self, keep_all_steps, last_step, run_start):
+        self.keep_all_steps, self.last_step, self.run_start = keep_all_steps, last_step, run_start
+        self.losses, self.step_times, self.busy, self.ends, self.waits = [], [], [], [], []
+        self.history = []   # kept steps: (step, start offset in s, [(action, start, end), ...])
+
+    def record(self, step, loss, seconds, engine):
+        """After `step`: the world's loss, the step's wall time, and the engine's events."""
+        self.losses.append(loss)
+        self.step_times.append(seconds)
+        compute = [e for e in engine.events if e.action.is_compute]
+        self.busy.append(sum(e.end - e.start for e in compute))
+        self.ends.append(max((e.end for e in compute), default=0.0))
+        self.waits.append(engine.wait_time)
+        if self.keep_all_steps or step == self.last_step:
+            self.history.append((step, engine.t0 - self.run_start,
+                                 [(e.action, e.start, e.end) for e in engine.events]))
+
+    def report(self, topology, engine, chunks, device, transport):
+        """This rank's RankReport, once training is over (the weights copied to the host)."""
+        return RankReport(topology.world_rank, topology.pp_index, topology.dp_index, self.busy,
+                          self.ends, self.waits, self.history, engine.peak_held,
+                          engine.peak_bytes, {ch.stage: to_host(ch.layers.flat_params)
+                                              for ch in chunks}, device, transport)
+
+
+@dataclass
+class RankReport:
+    """What one rank sends to rank 0 once training is over."""
+
+    world_rank: int
+    pp_index: int
+    dp_index: int
+    busy: list              # per step: seconds of compute
+    ends: list              # per step: end of the last compute action, from the step's start
+    waits: list             # per step: seconds waiting for messages
+    history: list           # StepLog.history
+    peak_stash: int         # most micro-batches held at once
+    peak_stash_bytes: int
+    params: dict            # stage -> its flat parameters, on the host
+    device: str             # "cpu (why)" / "gpu (why)"
+    transport: str          # "direct (why)" / "staged (why)"
+
+
+@dataclass
+class Summary:
+    """The run's figures, the same on every rank (`--json` prints them, less the timeline)."""
+
+    schedule: str
+    pp: int
+    dp: int
+    microbatches: int
+    chunks: int
+    recompute: bool
+    microbatch_size: int
+    global_batch: int
+    steps: int
+    first_step: int
+    dtype: str
+    partition: list
+    losses: list
+    final_loss: float
+    step_time_s: float                  # median over the steps after the first
+    step_times_s: list
+    bubble_fraction: float              # measured, median over the steps after the first
+    bubble_fraction_planned: float      # the schedule with equal stages, free messages
+    bubble_fraction_last_step: float    # measured
+    bubble_fraction_last_step_planned: float   # resimulated with its own action times
+    comm_wait_s: list                   # median per step, per stage of replica 0
+    peak_stash: list                    # per stage of replica 0
+    peak_stash_bytes: list
+    device: list                        # the distinct device lines of all ranks
+    transport: list
+    ranks_on_node: int
+    cores: int
+    timeline: str                       # the last step as it ran, in ASCII
+    held_out_loss: float | None = None  # token data: on samples never trained on
+    held_out_accuracy: float | None = None
+    held_out_exact: float | None = None
+    accuracy: float | None = None       # classification: on the whole data set
+    check: object = None                # reference.Check under --check
+
+    def to_json(self):
+        """The summary as a JSON-ready dict: no timeline, no figure that does not apply."""
+        return {k: v for k, v in asdict(self).items() if k != "timeline" and v is not None}
+
+
+def records_of(reports):
+    """Every rank's kept steps, for trace.chrome_trace: (world rank, pp index, dp index,
+    step, offset, actions)."""
+    return [(r.world_rank, r.pp_index, r.dp_index, step, offset, actions)
+            for r in reports for step, offset, actions in r.history]
+
+
+def last_step_events(records, last_step):
+    """Replica 0's events of `last_step`, in seconds, one row per pipeline stage."""
+    return [Event(pp, action, start, end) for _, pp, dp, step, _, actions in records
+            if dp == 0 and step == last_step for action, start, end in actions]
+
+
+def replica_weights(reports, dp):
+    """Each replica's whole model as one flat parameter vector (stages in order)."""
+    weights = []
+    for d in range(dp):
+        by_stage = {s: p for r in reports if r.dp_index == d for s, p in r.params.items()}
+        weights.append(np.concatenate([by_stage[s] for s in sorted(by_stage)]))
+    return weights
+
+
+def resimulate(setup, events):
+    """The step of `events` (seconds) planned again, in ms, with its own measured action
+    times, each stage at its own speed."""
+    in_millis = in_ms(events)
+    schedule = setup.schedule
+    costs = costs_from_events(in_millis, schedule.chunks, setup.config.recompute, schedule)
+    return simulate(schedule, costs)
+
+
+def summarise(setup, reports, log, first_step, events, resimulated, weights, check, machine):
+    """The Summary, on rank 0: `machine` = (ranks on this node, cores usable here)."""
+    c = setup.config
+    measured = slice(1, None) if len(log.losses) > 1 else slice(None)   # the first step warms up
+    bubbles = [bubble_fraction(sum(r.busy[step] for r in reports), len(reports),
+                               max(r.ends[step] for r in reports))
+               for step in range(len(log.losses))]
+    replica0 = sorted((r for r in reports if r.dp_index == 0), key=lambda r: r.pp_index)
+    planned = simulate(setup.schedule, Costs(recompute=c.recompute))
+    summary = Summary(
+        schedule=c.schedule, pp=c.pp, dp=c.dp, microbatches=c.microbatches, chunks=c.chunks,
+        recompute=c.recompute, microbatch_size=setup.microbatch_size,
+        global_batch=c.global_batch, steps=c.steps, first_step=first_step, dtype=c.dtype,
+        partition=setup.partition, losses=log.losses, final_loss=log.losses[-1],
+        step_time_s=statistics.median(log.step_times[measured]), step_times_s=log.step_times,
+        bubble_fraction=statistics.median(bubbles[measured]),
+        bubble_fraction_planned=planned.bubble_fraction,
+        bubble_fraction_last_step=bubbles[-1],
+        bubble_fraction_last_step_planned=resimulated.bubble_fraction,
+        comm_wait_s=[statistics.median(r.waits[measured]) for r in replica0],
+        peak_stash=[r.peak_stash for r in replica0],
+        peak_stash_bytes=[r.peak_stash_bytes for r in replica0],
+        device=sorted({r.device for r in reports}),
+        transport=sorted({r.transport for r in reports}),
+        ranks_on_node=machine[0], cores=machine[1],
+        timeline=render(in_ms(events), c.pp, unit="ms"), check=check)
+    if setup.dataset.held_out is not None:
+        summary.held_out_loss, summary.held_out_accuracy, summary.held_out_exact = \
+            held_out_scores(setup, weights[0])
+    elif setup.dataset.loss == "cross-entropy":
+        summary.accuracy = accuracy(setup, weights[0])
+    return summary
+
+
+def _whole_model(setup, weights):
+    model = build_stage(setup.spec, range(setup.spec.num_blocks))
+    model.flat_params[...] = weights
+    return model
+
+
+def accuracy(setup, weights):
+    """Share of the whole data set the trained model classifies right."""
+    logits, _ = _whole_model(setup, weights).forward(setup.dataset.inputs)
+    return float((logits.argmax(axis=-1) == setup.dataset.targets).mean())
+
+
+def held_out_scores(setup, weights):
+    """Token data: (loss on the held-out samples, share of the positions that count right,
+    share of samples entirely right), predicting each position from the true prefix (for
+    arithmetic, the positions that count are the answers' digits)."""
+    inputs, targets = setup.dataset.held_out
+    logits, _ = _whole_model(setup, weights).forward(inputs)
+    loss, _ = LOSSES["cross-entropy"]()(logits, targets, targets.size)
+    right = logits.argmax(axis=-1) == targets
+    mask = setup.dataset.score_mask
+    return float(loss), float(right[mask].mean()), float(np.all(right | ~mask, axis=1).mean())
