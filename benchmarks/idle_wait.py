@@ -17,6 +17,8 @@ import statistics
 import subprocess
 import sys
 
+from mpipipe.launcher import mpiexec_command
+
 
 def cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -49,11 +51,6 @@ def part1():
                   f"({cpu / wall:.0%} of a core)", flush=True)
 
 
-def mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return here if os.path.exists(here) else "mpiexec"
-
-
 def part2(rounds=3):
     args = ["--data", "teacher", "--input-dim", "512", "--output-dim", "512", "--hidden", "512",
             "--layers", "8", "--dtype", "float32", "--samples", "1024", "--steps", "15",
@@ -61,7 +58,7 @@ def part2(rounds=3):
     times = {"poll": [], "block": []}
     for _ in range(rounds):
         for mode in times:
-            done = subprocess.run([mpiexec(), "-n", "4", sys.executable, "-m", "mpipipe", "train",
+            done = subprocess.run([*mpiexec_command(4), sys.executable, "-m", "mpipipe", "train",
                                    *args, "--wait", mode], capture_output=True, text=True,
                                   timeout=600, check=True)
             times[mode].append(json.loads(done.stdout.splitlines()[-1])["step_time_s"])
@@ -80,7 +77,7 @@ if __name__ == "__main__":
         parser.add_argument("--quick", action="store_true", help="one round instead of three")
         quick = parser.parse_args().quick
         print("a rank waiting 2 s for a message:", flush=True)
-        subprocess.run([mpiexec(), "-n", "2", sys.executable, __file__], check=True,
+        subprocess.run([*mpiexec_command(2), sys.executable, __file__], check=True,
                        env=dict(os.environ, MPIPIPE_IDLE_PART1="1"))
         rounds = 1 if quick else 3
         print(f"oversubscribed pipeline (median of {rounds} alternating runs each):", flush=True)

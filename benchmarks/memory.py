@@ -16,10 +16,10 @@ stage beside the formula:
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
+from mpipipe.launcher import mpiexec_command
 from mpipipe.schedules import make_schedule
 from mpipipe.simulate import peak_stash
 
@@ -31,8 +31,7 @@ MODEL = ["--data", "teacher", "--input-dim", str(WIDTH), "--output-dim", str(WID
 
 
 def measured(schedule, recompute, steps):
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    command = [here if os.path.exists(here) else "mpiexec", "-n", str(P), sys.executable, "-m",
+    command = [*mpiexec_command(P), sys.executable, "-m",
                "mpipipe", "train", *MODEL, "--schedule", schedule, "--steps", str(steps)]
     command += ["--recompute"] if recompute else []
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)

@@ -9,10 +9,11 @@ GELU], float32, global batch 256, m = 8, two ranks:
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
+
+from mpipipe.launcher import mpiexec_command
 
 MODEL = ["--data", "teacher", "--input-dim", "512", "--output-dim", "512", "--hidden", "512",
          "--layers", "8", "--last-activation", "--dtype", "float32", "--optimizer", "sgd",
@@ -21,8 +22,7 @@ MODEL = ["--data", "teacher", "--input-dim", "512", "--output-dim", "512", "--hi
 
 
 def step_time(extra):
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    command = [here if os.path.exists(here) else "mpiexec", "-n", "2", sys.executable, "-m",
+    command = [*mpiexec_command(2), sys.executable, "-m",
                "mpipipe", "train", *MODEL, *extra]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
     return json.loads(done.stdout.splitlines()[-1])["step_time_s"]

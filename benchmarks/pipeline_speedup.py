@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 
+from mpipipe.launcher import mpiexec_command
 from mpipipe.schedules import validated_schedule
 from mpipipe.simulate import simulate
 
@@ -33,13 +34,9 @@ MODEL = ["--data", "teacher", "--input-dim", "1024", "--output-dim", "1024", "--
          "--lr", "0.001", "--global-batch", "256", "--samples", "1024"]
 
 
-def mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return here if os.path.exists(here) else "mpiexec"
-
 
 def step_time(ranks, steps, extra):
-    command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpipipe", "train", *MODEL,
+    command = [*mpiexec_command(ranks), sys.executable, "-m", "mpipipe", "train", *MODEL,
                "--pp", str(ranks), "--steps", str(steps), "--quiet", "--json", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)

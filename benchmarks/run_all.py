@@ -13,12 +13,10 @@ import subprocess
 import sys
 import time
 
+from mpipipe.launcher import mpiexec_command
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return here if os.path.exists(here) else "mpiexec"
 
 
 def main():
@@ -35,7 +33,7 @@ def main():
             ["--schedules", "gpipe,1f1b,interleaved,zb-h1", "--ranks", "2,4",
              "--microbatches", "2,4,8,16"]), "speedup.json"),
         ("against PyTorch", py + [os.path.join(HERE, "vs_pytorch.py")] + quick, "vs_pytorch.json"),
-        ("communication", [mpiexec(), "-n", "2"] + py + [os.path.join(HERE, "comm.py")] + quick,
+        ("communication", mpiexec_command(2) + py + [os.path.join(HERE, "comm.py")] + quick,
          "comm.json"),
         ("scale, by simulation", py + [os.path.join(HERE, "scale.py")] + quick, "scale.json"),
         ("memory", py + [os.path.join(HERE, "memory.py")] + quick, "memory.json"),

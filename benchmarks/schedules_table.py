@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 
+from mpipipe.launcher import mpiexec_command
 from mpipipe.schedules import BUBBLE_FORMULAS, default_chunks, validated_schedule
 from mpipipe.simulate import Costs, simulate
 
@@ -41,8 +42,7 @@ def stash_formula(name, P, m, V):
 
 
 def measure(name, P, m, steps):
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    command = [here if os.path.exists(here) else "mpiexec", "-n", str(P), sys.executable, "-m",
+    command = [*mpiexec_command(P), sys.executable, "-m",
                "mpipipe", "train", *MODEL, "--schedule", name, "--microbatches",
                str(1 if name == "naive" else m), "--steps", str(steps), "--quiet", "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -53,6 +53,8 @@ import subprocess
 import sys
 import time
 
+from mpipipe.launcher import mpiexec_command
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "torch_pipeline_worker.py")
 MODEL = ["--data", "teacher", "--input-dim", "1024", "--output-dim", "1024", "--hidden", "1024",
@@ -75,10 +77,6 @@ def torch_missing():
         return f"torch is not importable ({error})"
     return None
 
-
-def mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return here if os.path.exists(here) else "mpiexec"
 
 
 def free_port():
@@ -144,7 +142,7 @@ def run_once(framework, ranks, schedule, m, steps):
     """One run; returns its summary (step_time_s, losses, ...)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if framework == "mpipipe":
-        command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpipipe", "train", *MODEL,
+        command = [*mpiexec_command(ranks), sys.executable, "-m", "mpipipe", "train", *MODEL,
                    "--microbatches", str(m), "--pp", str(ranks), "--steps", str(steps),
                    "--quiet", "--json"]
         if ranks > 1:
@@ -154,7 +152,7 @@ def run_once(framework, ranks, schedule, m, steps):
         if ranks == 1:
             command = worker + ["--single"]
         else:
-            command = [mpiexec(), "-n", str(ranks), *worker, "--schedule", schedule]
+            command = [*mpiexec_command(ranks), *worker, "--schedule", schedule]
             env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     if done.returncode:

@@ -31,6 +31,16 @@ from .errors import ConfigError
 FORMAT = 1
 MANIFEST = "manifest.json"
 
+# What a resumed run may change. Refused: the model's settings (its shape, dtype and
+# seed, which also picks the data order), the optimizer (its state would not fit)
+# and the data: the result would be neither run. Warned: the learning rate and the
+# global batch, which people change on purpose, but then the run is no longer the
+# uninterrupted one. Free: everything about the layout (schedule, pp, dp,
+# micro-batches, chunks, partition), steps and how the run waits or where it runs,
+# since a checkpoint stores blocks and the arithmetic does not depend on them.
+REFUSED_ON_RESUME = ("spec", "optimizer", "data", "vocab")
+WARNED_ON_RESUME = ("lr", "global_batch")
+
 
 def step_dir(root, step):
     return os.path.join(root, f"step-{step:08d}")
@@ -76,10 +86,18 @@ def save(setup, topology, step, chunks, waiter):
 
 
 def resume_point(setup):
-    """The manifest to resume from under --resume (None: start afresh), checked against
-    this run."""
+    """(manifest, notes) under --resume: the checkpoint to continue from (None: start
+    afresh), checked against this run, and what changed that the user should hear of."""
     c = setup.config
-    return latest(c.checkpoint_dir, run_info(setup)) if c.resume else None
+    if not c.resume:
+        return None, []
+    info = run_info(setup)
+    manifest = latest(c.checkpoint_dir, info)
+    notes = [] if manifest is None else [
+        f"resuming with --{key.replace('_', '-')} {info[key]}; the checkpoint was written "
+        f"with {manifest.get(key)}: from here on this is not the uninterrupted run"
+        for key in WARNED_ON_RESUME if manifest.get(key) != info[key]]
+    return manifest, notes
 
 
 def save_stage(root, step, stage_index, block_indices, stage, optimizer):
@@ -148,8 +166,8 @@ def latest(root, info):
     if manifest.get("format") != FORMAT:
         raise ConfigError(f"checkpoint {step_dir(root, steps[-1])} has format "
                           f"{manifest.get('format')}, this mpipipe reads format {FORMAT}")
-    for key in ("spec", "optimizer"):
-        if manifest[key] != info[key]:
+    for key in REFUSED_ON_RESUME:
+        if manifest.get(key) != info[key]:
             raise ConfigError(f"the checkpoint in {root} was written for another {key}: "
                               f"{_differences(manifest[key], info[key])}; resume with the same "
                               f"model settings or use another --checkpoint-dir")

@@ -13,8 +13,9 @@ import argparse
 import json
 import os
 import sys
+import time
 
-from .launcher import launcher_rank
+from .launcher import ABORT_GRACE_S, launcher_rank
 from .train_cli import add_parser as add_train_parser
 
 class Parser(argparse.ArgumentParser):
@@ -24,6 +25,8 @@ class Parser(argparse.ArgumentParser):
         if launcher_rank() in (None, 0):
             self.print_usage(sys.stderr)
             sys.stderr.write(f"{self.prog}: error: {message}\n")
+        else:   # Open MPI ends the job at the first failed rank: let rank 0's message through
+            time.sleep(ABORT_GRACE_S)
         sys.exit(2)
 
 

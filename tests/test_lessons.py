@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .test_cli import mpiexec
+from mpipipe.launcher import mpiexec_command
 
 LESSONS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "lessons", "0*.py")))
 EXPECT = {   # a line each lesson must print: its point, measured or computed
@@ -32,7 +32,7 @@ def test_every_lesson_has_its_page():
 @pytest.mark.parametrize("path", LESSONS, ids=[os.path.basename(p)[:2] for p in LESSONS])
 def test_lesson_runs(path):
     ranks = stated_ranks(path)
-    done = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, path],
+    done = subprocess.run([*mpiexec_command(ranks), sys.executable, path],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert EXPECT[os.path.basename(path)[:2]] in done.stdout, done.stdout

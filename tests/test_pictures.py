@@ -3,19 +3,19 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from mpipipe.launcher import mpiexec_command
 from mpipipe.progress import Progress
 from mpipipe.report import summarise
 from mpipipe.schedules import validated_schedule
 from mpipipe.schedules.actions import Event
 from mpipipe.simulate import simulate
 from mpipipe.timeline import render
-
-from .test_cli import mpiexec
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -31,9 +31,12 @@ def test_ascii_fits_80_columns_and_shows_every_action(name, m):
     schedule = validated_schedule(name, 4, m)
     text = render(simulate(schedule).events, 4)
     assert max(len(line) for line in text.splitlines()) <= 80
-    rows = [line for line in text.splitlines() if line.startswith("rank 0 |")]
-    drawn = "".join(row.split("|", 1)[1] for row in rows)
-    assert drawn.count("F") + drawn.count("f") >= 1
+    for rank in range(4):       # every compute action of every rank is a box of its own
+        drawn = "".join(line.split("|", 1)[1] for line in text.splitlines()
+                        if line.startswith(f"rank {rank} |"))
+        boxes = re.findall(r"bw|[fbwr]", drawn, flags=re.IGNORECASE)
+        actions = [a for a in schedule.programs[rank] if a.is_compute]
+        assert len(boxes) == len(actions), (rank, drawn)
 
 
 def test_ascii_of_measured_events_in_ms():
@@ -94,7 +97,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
 def test_trace_report_and_png_from_a_real_run(tmp_path):
     trace_path, png_path = tmp_path / "run.json", tmp_path / "run.png"
     steps = 3
-    command = [mpiexec(), "-n", "2", sys.executable, "-m", "mpipipe", "train", "--schedule",
+    command = [*mpiexec_command(2), sys.executable, "-m", "mpipipe", "train", "--schedule",
                "zb-h1", "--microbatches", "4", "--steps", str(steps), "--quiet",
                "--trace", str(trace_path), "--timeline", str(png_path), "--compare"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)

@@ -37,8 +37,14 @@ def _one_f_one_b_like(P, m, V, c):
 
 
 def _zb_h1(P, m, V, c):
-    """Qi et al.: bubble per rank (P-1)(F+B-W) after m(F+B+W) of work (m >= P)."""
-    bubble = (P - 1) * (c.F + c.B - c.W)
+    """Qi et al.: bubble per rank (P-1)(F+B-W) after m(F+B+W) of work (m >= P).
+
+    The paper's figure holds while W <= min(F, B): then the W's each rank holds
+    back fill the gaps. A W longer than that cannot shorten the two waits no
+    schedule avoids: the last stage starts after (P-1) forwards, and the last
+    micro-batch's input gradient still travels back through P-1 ranks after
+    the last stage's final B. So the bubble is (P-1) max(F+B-W, F, B)."""
+    bubble = (P - 1) * max(c.F + c.B - c.W, c.F, c.B)
     return bubble / (m * (c.F + c.B + c.W) + bubble) if m >= P else None
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ..test_cli import mpiexec
+from mpipipe.launcher import mpiexec_command
 
 
 def _gpu_problem():
@@ -34,7 +34,7 @@ MODEL = ["--data", "teacher", "--input-dim", "64", "--output-dim", "64", "--hidd
 def train(ranks, *args, env=None):
     import os
 
-    done = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpipipe", "train",
+    done = subprocess.run([*mpiexec_command(ranks), sys.executable, "-m", "mpipipe", "train",
                            *MODEL, *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr
