@@ -121,6 +121,21 @@ class Setup:
     shapes: list           # shapes[s]: per-sample activation shape entering stage s; [-1]: output
     loss_denominator: int  # samples (x tokens) in a global batch: the loss is their mean
 
+    def banner(self):
+        """The first line of a run: what is split how."""
+        c = self.config
+        chunks = f" x {c.chunks} chunks" if c.chunks > 1 else ""
+        if c.model == "gpt":
+            model = (f"GPT of {c.layers} transformer blocks (width {c.hidden}, {c.heads} heads, "
+                     f"{self.spec.seq_len} tokens a sample), blocks per stage {self.partition} "
+                     f"(the embedding and the head count as blocks)")
+        else:
+            model = f"{c.layers} layers of width {c.hidden}, layers per stage {self.partition}"
+        return (f"mpipipe train: {c.schedule}{', recompute' if c.recompute else ''}, "
+                f"pp={c.pp}{chunks} x dp={c.dp}, {c.microbatches} micro-batch(es) of "
+                f"{self.microbatch_size} (global batch {c.global_batch}), {model}, {c.data} "
+                f"data, {c.dtype}, {c.optimizer} lr={c.lr:g}")
+
 
 def with_defaults(config, world_size):
     """A copy of `config` with every None filled in (nothing checked yet but the grid)."""

@@ -23,8 +23,7 @@ import numpy as np
 from .backend import to_host
 from .layers import cache_nbytes
 from .losses import LOSSES
-from .p2p import BufferPool, PointToPoint
-from .transport import synchronise
+from .p2p import BufferPool, PointToPoint, allreduce_sum
 from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, SEND_B, SEND_F, B, W, Action,
                                 Event, message_tag)
 
@@ -206,16 +205,9 @@ class Engine:
         data = self.topology.data
         if data is None or data.Get_size() == 1:
             return
-        from mpi4py import MPI
-
+        staging = self.p2p.staging if self.p2p.staged else None
         for chunk in self.chunks:
-            grads = chunk.layers.flat_grads
-            buffer = self.p2p.staging.down(grads) if self.p2p.staged else grads
-            synchronise(buffer)
-            request = data.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
-            self.waiter.wait(request, "the data-parallel all-reduce")
-            if self.p2p.staged:
-                self.p2p.staging.up(buffer, grads)
+            allreduce_sum(data, chunk.layers.flat_grads, self.waiter, staging)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -23,6 +23,9 @@ from .errors import ConfigError
 
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
+# The rank among the processes of this node: MPICH's Hydra, Open MPI, Slurm's srun, MVAPICH.
+LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
+                        "MV2_COMM_WORLD_LOCAL_RANK")
 ABORT_GRACE_S = 1.0
 
 
@@ -71,6 +74,15 @@ def launcher(python=None):
 def launcher_rank():
     """This process's rank as the launcher told it, without starting MPI (None if unknown)."""
     for name in LAUNCHER_RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+def local_rank():
+    """This process's rank on its node as the launcher told it, before MPI starts (None if
+    no launcher said): what picks its GPU, since some MPIs want it picked before MPI_Init."""
+    for name in LOCAL_RANK_VARIABLES:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
     return None

@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .transport import HostStaging, synchronise
+from .transport import HostStaging, ReusePool, fence, is_device_array, synchronise
 
 MIN_SLEEP = 20e-6
 MAX_SLEEP = float(os.environ.get("MPIPIPE_POLL_MAX_US", "500")) * 1e-6
@@ -85,19 +85,15 @@ class Waiter:
         self.wait(comm.Ibarrier(), what)
 
 
-class BufferPool:
-    """Reusable receive buffers, by shape and dtype: no allocation in the steady state."""
+class BufferPool(ReusePool):
+    """Receive buffers on the rank's device, reused by shape and dtype. A buffer given
+    back goes to the next receive only once the kernels queued to read it have run."""
 
     def __init__(self, xp):
-        self.xp = xp
-        self.free = {}
-
-    def take(self, shape, dtype):
-        stack = self.free.get((tuple(shape), str(dtype)))
-        return stack.pop() if stack else self.xp.empty(shape, dtype=dtype)
+        super().__init__(lambda shape, dtype: xp.empty(shape, dtype=dtype))
 
     def give_back(self, array):
-        self.free.setdefault((array.shape, str(array.dtype)), []).append(array)
+        super().give_back(array, fence(array))
 
 
 class PointToPoint:
@@ -125,7 +121,8 @@ class PointToPoint:
 
     def recv(self, buffer, peer, tag, what="a message"):
         """Receive into `buffer`; return the seconds spent waiting."""
-        target = self.staging.take(buffer.shape, buffer.dtype) if self.staged else buffer
+        target = (self.staging.pool_for(buffer).take(buffer.shape, buffer.dtype) if self.staged
+                  else buffer)
         request = self.comm.Irecv(target, source=peer, tag=tag)
         seconds = self.waiter.wait(request, f"{what} from rank {peer}")
         if self.staged:
@@ -139,13 +136,36 @@ class PointToPoint:
             if not request.Test():
                 still.append((request, array, host))
             elif host is not None:
-                self.staging.give_back(host)
+                self.staging.give_back(host, array)
         self.pending = still
 
     def finish(self):
         """Complete every outstanding send (end of a step)."""
-        for request, _, host in self.pending:
+        for request, array, host in self.pending:
             self.waiter.wait(request, "a send to complete")
             if host is not None:
-                self.staging.give_back(host)
+                self.staging.give_back(host, array)
         self.pending = []
+
+
+def allreduce_sum(comm, array, waiter, staging=None, what="the data-parallel all-reduce"):
+    """Sum `array` over the ranks of `comm`, in place.
+
+    Host arrays: Iallreduce, waited for without spinning. Device arrays go through
+    a host buffer when `staging` is given; else to the library as they are, with
+    the blocking Allreduce: CUDA-aware libraries support it on device memory, while
+    Open MPI lists the non-blocking collectives as unsupported there. A quiet
+    barrier first, so that no rank spins in the Allreduce while a late one computes.
+    """
+    from mpi4py import MPI
+
+    device = is_device_array(array)
+    if device and staging is None:
+        synchronise(array)
+        waiter.barrier(comm, what)
+        comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+        return
+    host = staging.down(array) if device else array
+    waiter.wait(comm.Iallreduce(MPI.IN_PLACE, host, op=MPI.SUM), what)
+    if device:
+        staging.up(host, array)

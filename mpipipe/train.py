@@ -21,6 +21,7 @@ from .data import batch_indices
 from .engine import Chunk, Engine
 from .errors import ConfigError, NonFiniteError
 from .faults import maybe_fail, planned_fault
+from .launcher import local_rank
 from .model import build_stage
 from .optim import make_optimizer
 from .p2p import Waiter, WaitTimeout
@@ -64,14 +65,14 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         raise ConfigError(f"nothing to do: the checkpoint is at step {first_step} and "
                           f"--steps is {c.steps}; ask for more steps")
     grid = topo.build(comm, c.pp, c.dp)
-    device, xp, device_reason = select_device(c.device, grid.node.Get_rank())
+    device, xp, device_reason = select_device(c.device, _local_rank(grid))
     transport, transport_reason = choose_transport(c.transport, device)
     waiter = Waiter.for_node(c.wait, c.timeout, grid.node.Get_size())
     chunks = _build_chunks(setup, grid, xp, manifest)
     engine = Engine(setup, grid, chunks, xp, waiter, transport)
     rank0 = comm.Get_rank() == 0
     say = log if (log and rank0) else (lambda line: None)
-    say(banner(setup))
+    say(setup.banner())
     if c.resume:
         say(f"resuming after step {first_step} from {c.checkpoint_dir}" if manifest else
             f"no complete checkpoint in {c.checkpoint_dir}: starting from step 0")
@@ -118,6 +119,18 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     waiter.barrier(comm)   # rank 0 may take a while (--check)
     run.summary = comm.bcast(run.summary, root=0)
     return run
+
+
+def _local_rank(grid):
+    """This rank's place on its node, which picks its GPU: the launcher's word (mpipipe
+    train chose the GPU from it before MPI started), checked against the node's
+    communicator (Split_type), which stands in where no launcher said."""
+    told, counted = local_rank(), grid.node.Get_rank()
+    if told is not None and told != counted:
+        print(f"mpipipe train: note: rank {grid.world_rank}: the launcher says local rank "
+              f"{told}, the node's communicator {counted}; the launcher's is used",
+              file=sys.stderr, flush=True)
+    return counted if told is None else told
 
 
 def _build_chunks(setup, grid, xp, manifest):
@@ -181,18 +194,3 @@ def _stop_on_non_finite(comm, step, mine, loss):
     raise NonFiniteError(f"step {step}: the loss is {loss}; NaN/Inf first appeared {where}. "
                          f"Try a smaller --lr; --no-nan-check turns this check off")
 
-
-def banner(setup):
-    """The first line of a run: what is split how."""
-    c = setup.config
-    chunks = f" x {c.chunks} chunks" if c.chunks > 1 else ""
-    if c.model == "gpt":
-        model = (f"GPT of {c.layers} transformer blocks (width {c.hidden}, {c.heads} heads, "
-                 f"{setup.spec.seq_len} tokens a sample), blocks per stage {setup.partition} "
-                 f"(the embedding and the head count as blocks)")
-    else:
-        model = f"{c.layers} layers of width {c.hidden}, layers per stage {setup.partition}"
-    return (f"mpipipe train: {c.schedule}{', recompute' if c.recompute else ''}, "
-            f"pp={c.pp}{chunks} x dp={c.dp}, {c.microbatches} micro-batch(es) of "
-            f"{setup.microbatch_size} (global batch {c.global_batch}), {model}, {c.data} data, "
-            f"{c.dtype}, {c.optimizer} lr={c.lr:g}")

@@ -14,6 +14,7 @@ reads them from there.
 import argparse
 import json
 import sys
+import time
 import traceback
 from dataclasses import fields
 
@@ -139,12 +140,16 @@ def add_parser(commands):
 
 
 def cmd_train(args):
-    from mpi4py import MPI
-
     from .errors import ConfigError, NonFiniteError, ScheduleError
     from .launcher import abort, check_launcher
     from .p2p import WaitTimeout
     from .progress import Progress
+
+    settings = config.TrainConfig.from_options(args)
+    if not pick_gpu_before_mpi(settings.device):
+        return 2
+    from mpi4py import MPI      # initialises MPI
+
     from .train import run_training
 
     comm = MPI.COMM_WORLD
@@ -153,7 +158,6 @@ def cmd_train(args):
         import numpy
 
         numpy.seterr(over="ignore", invalid="ignore", divide="ignore", under="ignore")
-    settings = config.TrainConfig.from_options(args)
     try:
         check_launcher(comm.Get_size())
         check_outputs(args, comm)
@@ -187,6 +191,28 @@ def cmd_train(args):
         if args.json:
             print(json.dumps(run.summary.to_json()), flush=True)
     return 0 if run.summary.check is None or run.summary.check.passed else 1
+
+
+def pick_gpu_before_mpi(device):
+    """--device gpu/auto: set this process's GPU from the launcher's local rank before MPI
+    starts (Open MPI's smcuda and PSM2 want it so); run_training checks it against the
+    node's communicator. False (after rank 0 said why) if the GPU cannot be had."""
+    from .backend import select_device
+    from .errors import ConfigError
+    from .launcher import ABORT_GRACE_S, launcher_rank, local_rank
+
+    local = local_rank()
+    if device == "cpu" or local is None:
+        return True
+    try:
+        select_device(device, local)
+    except ConfigError as error:
+        if launcher_rank() in (None, 0):
+            print(f"mpipipe train: error: {error}", file=sys.stderr, flush=True)
+        else:       # Open MPI ends the job at the first failed rank: let rank 0's message out
+            time.sleep(ABORT_GRACE_S)
+        return False
+    return True
 
 
 def check_outputs(args, comm):

@@ -1,19 +1,32 @@
 """How device arrays reach MPI: straight from GPU memory, or staged through the host.
 
 - "direct": the array is handed to mpi4py as it is. For NumPy arrays that is
-  the only way; for CuPy arrays it needs a CUDA-aware MPI library, and the
-  producing CUDA stream must be synchronised first (mpi4py never does it, and
-  an unfinished kernel would send stale bytes).
+  the only way; for CuPy arrays it needs a CUDA-aware MPI library.
 - "staged": the array is copied to a host buffer, which MPI sends; the
   receiver copies it up to its device buffer. Always works, costs two copies.
 
-`choose(requested, device)` picks one and says why, for the run summary:
-MPIPIPE_CUDA_AWARE=1/0 overrides everything (libraries answer wrongly), then
-`--transport cuda-aware|staged`, then for "auto" the MPI library's own answer:
-MPICH >= 4 exports MPIX_GPU_query_support, Open MPI MPIX_Query_cuda_support;
-Cray MPICH and MVAPICH say it with MPICH_GPU_SUPPORT_ENABLED / MV2_USE_CUDA.
-Without a clear yes, "auto" stages: a device pointer given to an MPI that is
-not CUDA-aware usually ends in a segmentation fault, not an error message.
+Two rules make the GPU path correct by construction (mpi4py never
+synchronises a GPU for us, and CuPy queues work without waiting for it):
+
+1. A device buffer goes to MPI only once the work that wrote it has finished
+   (`synchronise` before a send; `array.get()` blocks until its copy is done).
+2. A buffer is handed out again (to a receive, or as a staging buffer) only
+   once the work queued while it was in use has finished: whoever gives a
+   buffer back gives a `fence` with it (an event recorded on the stream after
+   that work), and `ReusePool.take` waits for the fence. A host buffer whose
+   copy up to the device (`array.set`, asynchronous from pinned memory) is
+   still queued is not overwritten by the next receive; a device buffer that
+   kernels still read is not overwritten by the next CUDA-aware receive.
+
+`choose(requested, device)` picks the transport and says why, for the run
+summary: MPIPIPE_CUDA_AWARE=1/0 overrides everything (libraries answer
+wrongly), then `--transport cuda-aware|staged`, then for "auto" the MPI
+library's own answer (MPICH >= 4: MPIX_GPU_query_support; Open MPI:
+MPIX_Query_cuda_support). Only a library that cannot be asked is judged by
+the environment hints a module file may export (MPICH_GPU_SUPPORT_ENABLED=1 on
+Cray, MV2_USE_CUDA=1 for MVAPICH): a hint must not override a library that
+says no. Without a clear yes, "auto" stages: a device pointer given to an MPI
+that is not CUDA-aware usually ends in a segmentation fault, not an error.
 """
 
 import ctypes
@@ -21,24 +34,24 @@ import os
 
 import numpy as np
 
-
 TRANSPORTS = ("auto", "cuda-aware", "staged")
+ENVIRONMENT_HINTS = (("MPICH_GPU_SUPPORT_ENABLED", "1"), ("MV2_USE_CUDA", "1"))
 
 
 def query_mpi_library():
     """(True/False/None, how we know): does the loaded MPI library take CUDA pointers?"""
-    for name, value in (("MPICH_GPU_SUPPORT_ENABLED", "1"), ("MV2_USE_CUDA", "1")):
-        if os.environ.get(name) == value:
-            return True, f"{name}={value}"
     library = _loaded_libmpi()
-    if library is None:
-        return None, "the MPI library could not be found to ask"
-    if hasattr(library, "MPIX_GPU_query_support"):
+    if library is not None and hasattr(library, "MPIX_GPU_query_support"):
         answer = ctypes.c_int(0)
         if library.MPIX_GPU_query_support(0, ctypes.byref(answer)) == 0:   # 0: CUDA
             return bool(answer.value), "MPIX_GPU_query_support"
-    if hasattr(library, "MPIX_Query_cuda_support"):
+    if library is not None and hasattr(library, "MPIX_Query_cuda_support"):
         return bool(library.MPIX_Query_cuda_support()), "MPIX_Query_cuda_support"
+    for name, value in ENVIRONMENT_HINTS:     # the library cannot be asked: its module's hint
+        if os.environ.get(name) == value:
+            return True, f"{name}={value}, and the library cannot be asked"
+    if library is None:
+        return None, "the MPI library could not be found to ask"
     return None, "the MPI library has no CUDA query"
 
 
@@ -88,44 +101,76 @@ def synchronise(array):
         cupy.cuda.get_current_stream().synchronize()
 
 
-class HostStaging:
-    """Host buffers (page-locked on a GPU, for fast copies), reused by shape and dtype."""
+def fence(array):
+    """A mark after the device work queued so far on the current stream (None for host
+    arrays: their work is done when the call returns)."""
+    if not is_device_array(array):
+        return None
+    import cupy
 
-    def __init__(self):
+    event = cupy.cuda.Event(block=True, disable_timing=True)   # block: a wait yields the core
+    event.record(cupy.cuda.get_current_stream())
+    return event
+
+
+class ReusePool:
+    """Buffers by shape and dtype, reused: no allocation in the steady state. A buffer
+    comes back with its fence and is handed out again only once the fence is passed."""
+
+    def __init__(self, allocate):
+        self.allocate = allocate        # (shape, dtype) -> a new buffer
         self.free = {}
 
     def take(self, shape, dtype):
-        stack = self.free.get((tuple(shape), str(dtype)))
-        if stack:
-            return stack.pop()
-        return _pinned_empty(shape, dtype)
+        stack = self.free.get((tuple(shape), str(np.dtype(dtype))))
+        if not stack:
+            return self.allocate(tuple(shape), dtype)
+        buffer, mark = stack.pop()
+        if mark is not None:
+            mark.synchronize()          # the work queued while it was in use is done
+        return buffer
 
-    def give_back(self, array):
-        self.free.setdefault((array.shape, str(array.dtype)), []).append(array)
+    def give_back(self, buffer, mark=None):
+        self.free.setdefault((buffer.shape, str(buffer.dtype)), []).append((buffer, mark))
+
+
+class HostStaging:
+    """Host buffers for staged messages (page-locked when they stage a GPU's arrays, for
+    fast copies; plain NumPy otherwise, so a CPU run never touches CUDA)."""
+
+    def __init__(self):
+        self.pinned = ReusePool(_pinned_empty)
+        self.plain = ReusePool(lambda shape, dtype: np.empty(shape, dtype=dtype))
+
+    def pool_for(self, array):
+        return self.pinned if is_device_array(array) else self.plain
 
     def down(self, array):
-        """A host copy of `array`, ready for MPI."""
-        host = self.take(array.shape, array.dtype)
+        """A host copy of `array`, complete when this returns, ready for MPI."""
+        host = self.pool_for(array).take(array.shape, array.dtype)
         if is_device_array(array):
-            array.get(out=host)          # waits for the copy: the buffer is complete
+            array.get(out=host)          # blocks until the copy is done
         else:
             np.copyto(host, array)
         return host
 
     def up(self, host, array):
-        """Copy a received host buffer into the device (or host) array `array`."""
+        """Copy a received host buffer into the device (or host) array `array`, and take the
+        buffer back once that copy, queued on the stream, has run."""
         if is_device_array(array):
-            array.set(host)
+            array.set(host)              # from pinned memory: only queued
         else:
             np.copyto(array, host)
-        self.give_back(host)
+        self.pool_for(array).give_back(host, fence(array))
+
+    def give_back(self, host, array):
+        """A host buffer that staged `array` and that MPI is done with."""
+        self.pool_for(array).give_back(host)
 
 
 def _pinned_empty(shape, dtype):
-    try:
-        import cupy
-    except ImportError:
-        return np.empty(shape, dtype=dtype)
+    import cupy
+
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     memory = cupy.cuda.alloc_pinned_memory(size)
     return np.frombuffer(memory, dtype=dtype, count=int(np.prod(shape))).reshape(shape)

@@ -25,9 +25,6 @@ def test_an_explicit_choice_then_the_library(monkeypatch):
     monkeypatch.delenv("MPIPIPE_CUDA_AWARE", raising=False)
     assert choose("cuda-aware", "gpu")[0] == "direct"
     assert choose("staged", "gpu")[0] == "staged"
-    monkeypatch.setenv("MPICH_GPU_SUPPORT_ENABLED", "1")
-    assert choose("auto", "gpu") == ("direct", "the MPI library is CUDA-aware "
-                                               "(MPICH_GPU_SUPPORT_ENABLED=1)")
     with pytest.raises(ConfigError, match="unknown transport"):   # refused before MPI starts
         prepare(TrainConfig(transport="carrier-pigeon"), 1)
 
@@ -44,6 +41,27 @@ def test_the_pip_mpich_says_it_is_not_cuda_aware(monkeypatch):
     assert choose("auto", "gpu")[0] == "staged"
 
 
+def test_an_environment_hint_does_not_override_a_library_that_says_no(monkeypatch):
+    """A module file may export MPICH_GPU_SUPPORT_ENABLED=1 on an MPI built without CUDA:
+    the library's own answer wins; the hint only speaks for a library that cannot be asked."""
+    from mpi4py import MPI  # noqa: F401  (loads the PyPI MPICH, which answers "no")
+
+    from mpipipe import transport
+
+    monkeypatch.delenv("MPIPIPE_CUDA_AWARE", raising=False)
+    monkeypatch.delenv("MV2_USE_CUDA", raising=False)
+    monkeypatch.setenv("MPICH_GPU_SUPPORT_ENABLED", "1")
+    if transport.query_mpi_library()[1] == "MPIX_GPU_query_support":
+        assert choose("auto", "gpu") == ("staged", "the MPI library is not CUDA-aware "
+                                                   "(MPIX_GPU_query_support)")
+    monkeypatch.setattr(transport, "_loaded_libmpi", lambda: object())   # cannot be asked
+    assert choose("auto", "gpu") == ("direct", "the MPI library is CUDA-aware "
+                                               "(MPICH_GPU_SUPPORT_ENABLED=1, and the library "
+                                               "cannot be asked)")
+    monkeypatch.delenv("MPICH_GPU_SUPPORT_ENABLED")
+    assert choose("auto", "gpu")[0] == "staged"
+
+
 def test_staging_round_trip_reuses_buffers():
     staging = HostStaging()
     array = np.arange(6.0).reshape(2, 3)
@@ -52,7 +70,7 @@ def test_staging_round_trip_reuses_buffers():
     target = np.zeros_like(array)
     staging.up(host, target)
     assert np.array_equal(target, array)
-    assert staging.take((2, 3), array.dtype) is host      # given back, taken again
+    assert staging.plain.take((2, 3), array.dtype) is host      # given back, taken again
 
 
 def test_without_cupy_gpu_is_refused_with_the_install_line_and_auto_takes_the_cpu():
