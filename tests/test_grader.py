@@ -1,5 +1,7 @@
-"""The course grader: every point for the solutions, none for the stubs, and for
-each planted mistake the feedback a student can act on.
+"""The course grader, `mpipipe grade`: every point for the solutions, none for the stubs,
+a wrong answer, a broken file or an endless loop costing its own exercise only, and the
+grader's references checked against independent ones (the planted mistakes of every
+exercise are in test_grader_plants.py, the pytest front end in test_grader_pytest.py).
 
 Planted answers are written into tmp_path, never into lessons/. The MPI
 exercise's grading runs `mpiexec -n 2` in a subprocess under a time limit, so
@@ -18,11 +20,15 @@ import pytest
 
 from mpipipe.grade import EXERCISES, grade
 from mpipipe.grading.base import load_exercise
+from mpipipe.grading.interleaved_checks import INTERLEAVED_SIZES, interleaved_with
+from mpipipe.grading.recompute_checks import STASH_CASES, STEP_CASES, engine_stash_bytes
 from mpipipe.grading.schedule_checks import (BUBBLE_SIZES, PARTITION_CASES, SCHEDULE_SIZES,
                                              lightest_split, stage_loads)
 from mpipipe.partition import balanced_by_params
 from mpipipe.schedules import make_schedule
-from mpipipe.simulate import simulate
+from mpipipe.simulate import Costs, simulate
+
+from .test_grader_plants import SEND_RECV, plant
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "lessons" / "solutions"
@@ -74,7 +80,7 @@ def test_every_stub_raises_write_me_and_has_a_docstring():
                 f'raise NotImplementedError("write me: {function.name}")'), function.name
 
 
-@pytest.mark.parametrize("args", [["nowhere"], ["README.md"], ["tests"], [STUBS, "ex9"]])
+@pytest.mark.parametrize("args", [["nowhere"], ["README.md"], ["tests"], [STUBS, "ex0"]])
 def test_no_exercises_there_exits_2(args):
     done = run_grader(*args)
     assert done.returncode == 2
@@ -90,177 +96,20 @@ def test_a_wrong_answer_is_graded_with_exit_0_and_its_feedback(tmp_path):
     assert done.stdout.splitlines()[-1].split() == ["total", f"{TOTAL - 2}/{TOTAL}"]
 
 
-# -- planted mistakes: (file, code, points it still earns, the feedback expected) ----------
-
-ONE_F_ONE_B_WITH_WARMUP = """
-    from mpipipe.schedules.actions import Action
-
-    def one_f_one_b_actions(P, m):
-        ranks = []
-        for r in range(P):
-            w = {warmup}
-            actions = [Action("F", i) for i in range(w)]
-            for i in range(m - w):
-                actions += [Action("F", w + i), Action("BW", i)]
-            actions += [Action("BW", i) for i in range(m - w, m)]
-            ranks.append(actions)
-        return ranks
-"""
-
-SEND_RECV = """
-    import numpy as np
-
-    def pass_activation(comm, array, source, dest, tag):
-        if comm.Get_rank() == source:
-            {send}
-        elif comm.Get_rank() == dest:
-            {receive}
-"""
-
-PLANTED = {
-    "gpipe misses the last backward": ("ex1_gpipe.py", """
-        from mpipipe.schedules.actions import Action
-
-        def gpipe_actions(P, m):
-            return [[Action("F", i) for i in range(m)] + [Action("BW", i) for i in range(m - 1)]
-                    for _ in range(P)]
-        """, 0, "gpipe_actions(4, 8): rank 0 has no complete backward of micro-batch 7"),
-    "gpipe with tuples": ("ex1_gpipe.py", """
-        def gpipe_actions(P, m):
-            return [[("F", i) for i in range(m)] + [("BW", i) for i in range(m)] for _ in range(P)]
-        """, 0, "gpipe_actions(4, 8): action #0 of rank 0 is ('F', 0), not an Action"),
-    "gpipe in 1F1B order": ("ex1_gpipe.py", ONE_F_ONE_B_WITH_WARMUP.format(
-        warmup="min(P - 1 - r, m)").replace("one_f_one_b_actions", "gpipe_actions"), 2,
-        "gpipe_actions(4, 8): rank 0 runs BW0 (action #4) before F7; GPipe runs all 8 forwards "
-        "first"),
-    "gpipe rank 0 backwards reversed": ("ex1_gpipe.py", """
-        from mpipipe.schedules.actions import Action
-
-        def gpipe_actions(P, m):
-            ranks = [[Action("F", i) for i in range(m)] + [Action("BW", i) for i in range(m)]
-                     for _ in range(P)]
-            ranks[0] = ranks[0][:m] + ranks[0][m:][::-1]
-            return ranks
-        """, 3, "gpipe_actions(4, 8): the ranks idle 0.4894 of the step; the textbook's "
-                "(P-1)/(m+P-1) is 0.2727"),
-    "1f1b warm-up r instead of P-1-r": ("ex2_one_f_one_b.py",
-        ONE_F_ONE_B_WITH_WARMUP.format(warmup="min(r, m)"), 0,
-        "rank 0 would wait forever at action #2 RECV_B0<-r1: rank 1 never sends B0 for stage 0"),
-    "1f1b warm-up without min": ("ex2_one_f_one_b.py",
-        ONE_F_ONE_B_WITH_WARMUP.format(warmup="P - 1 - r"), 0,
-        "one_f_one_b_actions(4, 2): rank 0, action #2 F2: micro-batch outside 0..1"),
-    "1f1b that is gpipe": ("ex2_one_f_one_b.py",
-        ONE_F_ONE_B_WITH_WARMUP.format(warmup="m"), 2,
-        "one_f_one_b_actions(4, 8): your 1F1B keeps 8 activations on stage 0, at most 4 allowed"),
-    "1f1b warm-up one short": ("ex2_one_f_one_b.py",
-        ONE_F_ONE_B_WITH_WARMUP.format(warmup="min(max(P - 2 - r, 0), m)"), 3,
-        "one_f_one_b_actions(4, 8): the ranks idle 0.5556 of the step; the textbook's "
-        "(P-1)/(m+P-1) is 0.2727"),
-    "bubble one too many": ("ex3_bubble.py", """
-        def bubble_fraction(P, m):
-            return (P - 1) / (m + P)
-        """, 0, "bubble_fraction(4, 8) returned 0.25, expected 0.2727"),
-    "bubble whole-number division": ("ex3_bubble.py", """
-        def bubble_fraction(P, m):
-            return (P - 1) // (m + P - 1)
-        """, 0, "bubble_fraction(4, 8) returned 0, expected 0.2727"),
-    "colours swapped": ("ex4_split_colours.py", """
-        def pipeline_colour(world_rank, pp, dp):
-            return world_rank % pp
-
-        def data_colour(world_rank, pp, dp):
-            return world_rank // pp
-        """, 0, "pipeline_colour(world_rank, pp=4, dp=2) gives world ranks 0 and 1 different "
-                "colours (0 and 1), but both are stages of replica 0"),
-    "data colour divides by dp": ("ex4_split_colours.py", """
-        def pipeline_colour(world_rank, pp, dp):
-            return world_rank // pp
-
-        def data_colour(world_rank, pp, dp):
-            return world_rank // dp
-        """, 1, "data_colour(world_rank, pp=4, dp=2) gives world ranks 0 and 1 the same colour 0, "
-                "but rank 0 holds stage 0 and rank 1 stage 1"),
-    "colour negative": ("ex4_split_colours.py", """
-        def pipeline_colour(world_rank, pp, dp):
-            return -1 - world_rank // pp
-
-        def data_colour(world_rank, pp, dp):
-            return world_rank % pp
-        """, 0, "pipeline_colour(0, 4, 2) returned -1: a colour must be a whole number >= 0"),
-    "partition uniform": ("ex5_partition.py", """
-        def balanced_partition(param_counts, num_stages):
-            base, extra = divmod(len(param_counts), num_stages)
-            return [base + (s < extra) for s in range(num_stages)]
-        """, 1, "balanced_partition([10, 1, 1, 1, 1, 10], 3) returned [2, 2, 2], whose heaviest "
-                "stage has 11 parameters; [1, 4, 1] gets it down to 10"),
-    "partition forgets blocks": ("ex5_partition.py", """
-        def balanced_partition(param_counts, num_stages):
-            return [1] * num_stages
-        """, 0, "returned [1, 1, 1]: partition [1, 1, 1] covers 3 blocks, the model has 6"),
-    "partition fills to the average": ("ex5_partition.py", """
-        def balanced_partition(param_counts, num_stages):
-            target = sum(param_counts) / num_stages
-            sizes, load, size = [], 0, 0
-            for count in param_counts:
-                if load + count > target and size and len(sizes) < num_stages - 1:
-                    sizes.append(size)
-                    load, size = 0, 0
-                load, size = load + count, size + 1
-            return sizes + [size]
-        """, 1, "balanced_partition([5, 2, 6, 9], 2) returned [2, 2], whose heaviest stage has "
-                "15 parameters; [3, 1] gets it down to 13"),
-    "send/recv lowercase": ("ex6_send_recv.py", SEND_RECV.format(
-        send="comm.send(array, dest=dest, tag=tag)",
-        receive="return comm.recv(source=source, tag=tag)"), 0,
-        "use the uppercase Send and Recv"),
-    "recv without tag": ("ex6_send_recv.py", SEND_RECV.format(
-        send="comm.Send(array, dest=dest, tag=tag)",
-        receive="buffer = np.empty_like(array); comm.Recv(buffer, source=source); return buffer"),
-        0, "source=0, dest=1, tag=7): rank 1 calls Recv without tag=7"),
-    "send without tag": ("ex6_send_recv.py", SEND_RECV.format(
-        send="comm.Send(array, dest=dest)",
-        receive="buffer = np.empty_like(array); comm.Recv(buffer, source, tag); return buffer"),
-        0, "rank 0 sends with tag 0, but this message's tag is 7"),
-    "recv into float64": ("ex6_send_recv.py", SEND_RECV.format(
-        send="comm.Send(array, dest=dest, tag=tag)",
-        receive="buffer = np.empty(array.shape); comm.Recv(buffer, source, tag); return buffer"),
-        1, "rank 1 sent float32 of shape (2, 5), rank 0 returned float64 of shape (2, 5)"),
-    "recv forgotten": ("ex6_send_recv.py", SEND_RECV.format(
-        send="comm.Send(array, dest=dest, tag=tag)", receive="return array"), 0,
-        "rank 1 returned without calling Recv"),
-    "sender returns the array": ("ex6_send_recv.py", SEND_RECV.format(
-        send="comm.Send(array, dest=dest, tag=tag); return array",
-        receive="buffer = np.empty_like(array); comm.Recv(buffer, source, tag); return buffer"),
-        0, "on rank 0: only rank 1 (dest) returns the array, the others return None"),
-}
-
-
-def plant(folder, name):
-    """Write the planted mistake `name` into folder, over the file it replaces."""
-    file, code, _, _ = PLANTED[name]
-    (folder / file).write_text(textwrap.dedent(code))
-
-
-@pytest.mark.parametrize("name", list(PLANTED))
-def test_a_planted_mistake_gets_its_feedback(tmp_path, name):
-    file, _, points, feedback = PLANTED[name]
-    plant(tmp_path, name)
-    [result] = grade(tmp_path, [file[:3]])
-    assert feedback in result.feedback
-    assert result.points == points
-
-
 def test_an_mpi_job_that_hangs_is_stopped_at_the_time_limit(tmp_path):
-    """The first case passes, the second waits forever in a Barrier only the receiver calls."""
+    """The first case passes; in the second the receiver waits forever in a Barrier of
+    COMM_WORLD's that no other rank calls (going around the watched communicator)."""
     (tmp_path / "ex6_send_recv.py").write_text(textwrap.dedent(SEND_RECV.format(
         send="comm.Send(array, dest=dest, tag=tag)",
-        receive="comm.Barrier() if dest == 0 else None; buffer = np.empty_like(array); "
-                "comm.Recv(buffer, source, tag); return buffer")))
+        receive="from mpi4py import MPI; MPI.COMM_WORLD.Barrier() if dest == 0 else None; "
+                "buffer = np.empty_like(array); comm.Recv(buffer, source, tag); return buffer")))
     started = time.monotonic()
     [result] = grade(tmp_path, ["ex6"], seconds=3)
     assert time.monotonic() - started < 15
     assert result.points == 1
-    assert "pass_activation did not finish within 3 s under mpiexec -n 2" in result.feedback
+    assert result.feedback == ("ex6_send_recv did not finish within 3 s under mpiexec -n 2: "
+                               "some rank is waiting for a message that never comes")
+    assert [step.outcome for step in result.steps] == ["passed", "failed"]
 
 
 def test_an_endless_loop_costs_only_its_exercise(tmp_path):
@@ -272,7 +121,8 @@ def test_an_endless_loop_costs_only_its_exercise(tmp_path):
                                             "        except Exception:\n"
                                             "            pass\n")
     started = time.monotonic()
-    results = {r.exercise: r for r in grade(tmp_path, seconds=1)}
+    serial = [e.name for e in EXERCISES if e.ranks == 1]   # an MPI job may take 1 s to start
+    results = {r.exercise: r for r in grade(tmp_path, serial, seconds=1)}
     assert time.monotonic() - started < 10
     assert results["ex3_bubble"].points == 0
     assert "did not finish within 1 s" in results["ex3_bubble"].feedback
@@ -328,3 +178,54 @@ def test_the_solution_schedules_are_mpipipes():
     for P, m in SCHEDULE_SIZES:
         assert gpipe(P, m) == make_schedule("gpipe", P, m).programs
         assert one_f_one_b(P, m) == make_schedule("1f1b", P, m).programs
+    zb_h1 = load_exercise(SOLUTIONS / "ex9_zero_bubble.py").zb_h1_actions
+    for P, m in SCHEDULE_SIZES:
+        assert zb_h1(P, m) == make_schedule("zb-h1", P, m).programs
+
+
+def test_the_interleaved_solution_warms_up_as_mpipipe_does():
+    """Except where m == P: there mpipipe's generator, as Megatron-LM, runs every forward
+    first, which the simulator shows buys nothing (the grader accepts both)."""
+    warmup = load_exercise(SOLUTIONS / "ex8_interleaved.py").warmup
+    for P, m, V in INTERLEAVED_SIZES:
+        programs = make_schedule("interleaved", P, m, V).programs
+        warmups = [warmup(rank, P, m, V) for rank in range(P)]
+        for got, program in zip(warmups, programs):
+            forwards = [(a.microbatch, a.chunk) for a in program if a.kind == "F"]
+            assert got == forwards[:len(got)]
+        if m != P:
+            assert interleaved_with(warmups, P, m, V).programs == programs
+
+
+def test_the_engines_stash_is_the_memory_formula():
+    """A block Linear + GELU keeps three micro-batch x width arrays (Linear's input, GELU's
+    input and tanh), float32; with recompute the stage keeps its input alone."""
+    for L, b, n in STASH_CASES:
+        assert engine_stash_bytes(L, b, n, recompute=False) == 3 * L * b * n * 4
+        assert engine_stash_bytes(L, b, n, recompute=True) == b * n * 4
+
+
+def test_the_simulated_1f1b_step_is_the_formula_with_and_without_recompute():
+    for P, m, forward, backward in STEP_CASES:
+        for extra in (0, forward):
+            costs = Costs(F=forward, BW=backward, recompute=bool(extra))
+            assert simulate(make_schedule("1f1b", P, m), costs).makespan == pytest.approx(
+                (m + P - 1) * (forward + backward + extra))
+
+
+def test_the_readmes_count_the_exercises_and_points():
+    """The tables and totals the READMEs print are the course's."""
+    import re
+
+    from .test_grader_plants import PLANTED
+
+    table = (ROOT / "lessons" / "exercises" / "README.md").read_text()
+    rows = re.findall(r"^\| `(ex\d_\w+)\.py` \|.*\| (\d+) \|$", table, re.MULTILINE)
+    assert rows == [(e.name, str(e.max_points)) for e in EXERCISES]
+    assert f"{TOTAL} points in all" in table
+    serial = sum(e.max_points for e in EXERCISES if e.ranks == 1)
+    readme = (ROOT / "README.md").read_text()
+    for text in (f"{TOTAL} points", f"({TOTAL}/{TOTAL})", f"({serial}/{serial}",
+                 f"({serial} points)", f"({TOTAL - serial} points)",
+                 f"{len(PLANTED)} planted mistakes"):
+        assert text in readme, text

@@ -1,4 +1,4 @@
-"""What every exercise check shares: loading a student's file, calling it safely, a time limit."""
+"""What every exercise check shares: results, loading a student's file, calling it, a time limit."""
 
 import importlib.util
 import itertools
@@ -6,11 +6,23 @@ import signal
 import threading
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
 TIME_LIMIT = 20.0   # seconds per exercise: far more than a right answer needs
+
+
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
+@dataclass
+class StepResult:
+    step: str           # the step's name, e.g. "runs_without_deadlock" (a test's name under pytest)
+    points: int         # earned: max_points if passed, else 0
+    max_points: int
+    outcome: str        # PASSED, FAILED or SKIPPED (an earlier step failed)
+    message: str = ""   # FAILED: the feedback; SKIPPED: which step failed first
 
 
 @dataclass
@@ -19,10 +31,16 @@ class Result:
     points: int
     max_points: int
     feedback: str = ""  # what to fix first; "" when every step passed
+    steps: list = field(default_factory=list)   # a StepResult per step, in order
 
 
 class Wrong(Exception):
     """An answer failed a check; the message tells the student what to fix."""
+
+
+class NeverArrived(Wrong):
+    """A rank gave up waiting for a message. Its peer usually knows better why (it never
+    sent it), so when ranks disagree about what went wrong the peer's feedback is shown."""
 
 
 class TimeLimit(BaseException):

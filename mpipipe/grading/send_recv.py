@@ -1,25 +1,26 @@
-"""Exercise 6: Send and Recv, graded under `mpiexec -n 2` with every message watched."""
+"""Exercise 6: Send and Recv, checked on two real MPI ranks with every message watched.
 
-import json
+The checks run on every rank (under_mpi.py runs them: in `mpiexec -n 2` for
+`mpipipe grade`, or in each rank's pytest under pytest-mpi). The student's
+function gets a WatchedComm instead of the communicator: each Send and Recv is
+checked before MPI sees it, and a receive gives up after RECV_PATIENCE
+seconds, so a message that would never arrive becomes feedback, not a hang.
+"""
+
 import math
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+import time
 
-from .base import Result, Wrong, call, load_exercise, short
+from .base import NeverArrived, Wrong, call, short
+from .steps import Step
 
-# -- ex6: Send and Recv, under mpiexec -n 2 -------------------------------------------------
-
-# (source, dest, tag, shape, dtype): one case per point. The second goes the
-# other way and in float32, so a hard-coded rank or a float64 buffer shows.
+# (source, dest, tag, shape, dtype): one step each. The second goes the other
+# way and in float32, so a hard-coded rank or a float64 buffer shows.
 SEND_RECV_CASES = [
     (0, 1, 7, (4, 3), "float64"),
     (1, 0, 3, (2, 5), "float32"),
 ]
 RANKS = 2
+RECV_PATIENCE = 3.0   # seconds: a few numbers from the next rank arrive in well under 1 ms
 
 
 class WatchedComm:
@@ -34,6 +35,7 @@ class WatchedComm:
         self.rank = comm.Get_rank()
         self.sent = self.received = False
         self.problem = None   # kept, in case the student's code catches the exception
+        self.waited = None    # the same for a receive that gave up (see PatientRequest)
 
     def _wrong(self, text):
         self.problem = self.problem or text
@@ -49,11 +51,11 @@ class WatchedComm:
 
     def Recv(self, buf, source=None, tag=None, status=None):
         self._check_recv("Recv", source, tag)
-        return self._comm.Recv(buf, self._any_source(source), tag, status)
+        PatientRequest(self._comm.Irecv(buf, self._any_source(source), tag), self).Wait(status)
 
     def Irecv(self, buf, source=None, tag=None):
         self._check_recv("Irecv", source, tag)
-        return self._comm.Irecv(buf, self._any_source(source), tag)
+        return PatientRequest(self._comm.Irecv(buf, self._any_source(source), tag), self)
 
     @staticmethod
     def _any_source(source):
@@ -67,7 +69,16 @@ class WatchedComm:
 
     send = recv = isend = irecv = sendrecv = _lowercase
 
-    def __getattr__(self, name):   # Get_rank, Get_size, ...: the real communicator's
+    ALLOWED = ("Get_rank", "Get_size", "rank", "size")
+
+    def __getattr__(self, name):
+        """Get_rank and Get_size are the real communicator's; nothing else is needed, and
+        a call the grader does not watch (a Barrier on one rank) could hang the job."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self.ALLOWED:
+            self._wrong(f"comm.{name} is not needed here: pass_activation uses comm.Get_rank, "
+                        f"comm.Send and comm.Recv")
         return getattr(self._comm, name)
 
     def _check_send(self, method, dest, tag):
@@ -100,6 +111,35 @@ class WatchedComm:
         self.received = True
 
 
+class PatientRequest:
+    """A receive that gives up after RECV_PATIENCE seconds instead of waiting forever."""
+
+    def __init__(self, request, watched):
+        self.request, self.watched = request, watched
+
+    def Wait(self, status=None):
+        give_up = time.monotonic() + RECV_PATIENCE
+        try:
+            while not self.request.Test(status):
+                if time.monotonic() > give_up:
+                    w = self.watched
+                    w.waited = (f"rank {w.rank} waited {RECV_PATIENCE:g} s for the message from "
+                                f"rank {w.source} with tag {w.tag}, and it never came")
+                    raise NeverArrived(w.waited)
+                time.sleep(0.001)
+        finally:
+            if not self.request.Test():   # gave up (or was stopped): take the receive back
+                self.request.Cancel()
+                self.request.Wait()
+
+    wait = Wait
+
+    def Test(self, status=None):
+        return self.request.Test(status)
+
+    test = Test
+
+
 def check_send_recv_case(module, comm, source, dest, tag, shape, dtype):
     """Run one pass_activation on this rank and check what it did and returned."""
     import numpy as np
@@ -113,10 +153,12 @@ def check_send_recv_case(module, comm, source, dest, tag, shape, dtype):
     try:
         got = call(module, "pass_activation", watched, array, source, dest, tag)
     except Wrong:
-        if not watched.problem:
+        if not (watched.problem or watched.waited):
             raise
     if watched.problem:
         raise Wrong(f"{text}: {watched.problem}")
+    if watched.waited:
+        raise NeverArrived(f"{text}: {watched.waited}")
     if rank == source and not watched.sent:
         raise Wrong(f"{text}: rank {rank} returned without calling Send; rank {dest} would wait "
                     f"forever")
@@ -139,99 +181,10 @@ def check_send_recv_case(module, comm, source, dest, tag, shape, dtype):
                     f"({got.ravel()[:3]}... instead of {sent.ravel()[:3]}...)")
 
 
-def grade_send_recv_on_this_rank(path, verdict_folder):
-    """What each rank runs under mpiexec: the cases in step with the other rank, verdict to a file.
-
-    After each case the ranks agree whether all passed, so they stop at the
-    same case and the verdict names the first case that failed on any rank.
-    """
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    verdict = Path(verdict_folder) / f"rank{comm.Get_rank()}"
-    passed, feedback = 0, None
-    try:
-        module = load_exercise(path)
-    except Wrong as wrong:
-        feedback = str(wrong)
-    write_verdict(verdict, passed, feedback)
-    for case in SEND_RECV_CASES:
-        if feedback is None:
-            try:
-                check_send_recv_case(module, comm, *case)
-            except Wrong as wrong:
-                feedback = str(wrong)
-                write_verdict(verdict, passed, feedback)
-        if not every_rank_passed(comm, feedback is None):
-            break
-        passed += 1
-        write_verdict(verdict, passed, feedback)
-    return 0
+def send_recv_step(source, dest, tag, shape, dtype):
+    def check(module, comm):
+        check_send_recv_case(module, comm, source, dest, tag, shape, dtype)
+    return Step(f"passes_{dtype}_from_rank_{source}_to_rank_{dest}", 1, check)
 
 
-def write_verdict(verdict, passed, feedback):
-    verdict.with_suffix(".tmp").write_text(json.dumps({"passed": passed, "feedback": feedback}))
-    verdict.with_suffix(".tmp").replace(verdict.with_suffix(".json"))   # whole, even if killed next
-
-
-def every_rank_passed(comm, passed, grace=2.0):
-    """True if every rank passed the case. A rank that failed waits `grace` seconds for
-    the others, then ends the job: one of them may wait for a message it never sent."""
-    import time
-
-    import numpy as np
-    from mpi4py import MPI
-
-    mine, everyone = np.array([int(passed)]), np.zeros(1, dtype=int)
-    request = comm.Iallreduce(mine, everyone, op=MPI.MIN)
-    give_up = time.monotonic() + grace
-    while not request.Test():
-        if not passed and time.monotonic() > give_up:
-            comm.Abort(1)
-        time.sleep(0.001)
-    return bool(everyone[0])
-
-
-def find_mpiexec():
-    """The mpiexec next to this Python (the MPI wheel in a venv puts it there), else on PATH."""
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else shutil.which("mpiexec")
-
-
-def grade_send_recv(exercise, path, seconds):
-    """Run the checks under `mpiexec -n 2`, stopped after `seconds`: never a hung grader."""
-    mpiexec = find_mpiexec()
-    if mpiexec is None:
-        return Result(exercise.name, 0, exercise.max_points,
-                      "cannot grade: no mpiexec next to this Python or on PATH "
-                      "(install the project with its MPI: pip install -e '.[mpich]')")
-    verdict_folder = tempfile.mkdtemp(prefix="mpipipe-grade-")
-    command = [mpiexec, "-n", str(RANKS), sys.executable, "-m", "mpipipe.grade",
-               "--under-mpi", str(path), verdict_folder]
-    if shutil.which("timeout"):   # ends the MPI job the clean way (SIGTERM to mpiexec)
-        command = ["timeout", "-k", "5", f"{seconds:g}"] + command
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
-                                                      env.get("PYTHONPATH")]))
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 10,
-                              env=env, stdin=subprocess.DEVNULL)
-        errors, timed_out = done.stderr, done.returncode in (124, 137)
-    except subprocess.TimeoutExpired:
-        errors, timed_out = "", True
-    verdicts = [json.loads(file.read_text())
-                for file in sorted(Path(verdict_folder).glob("rank*.json"))]
-    shutil.rmtree(verdict_folder, ignore_errors=True)
-    failures = sorted((v["passed"], v["feedback"]) for v in verdicts if v["feedback"])
-    if failures:   # the earliest case that failed on any rank
-        passed, feedback = failures[0]
-        return Result(exercise.name, passed, exercise.max_points, feedback)
-    passed = min(v["passed"] for v in verdicts) if len(verdicts) == RANKS else 0
-    if timed_out:
-        return Result(exercise.name, passed, exercise.max_points,
-                      f"pass_activation did not finish within {seconds:g} s under mpiexec -n "
-                      f"{RANKS}: some rank is waiting for a message that never comes")
-    if len(verdicts) < RANKS:
-        last = (errors.strip().splitlines() or ["no output"])[-1]
-        return Result(exercise.name, 0, exercise.max_points, f"the MPI run failed: {last}")
-    return Result(exercise.name, passed, exercise.max_points)
+SEND_RECV_STEPS = [send_recv_step(*case) for case in SEND_RECV_CASES]
