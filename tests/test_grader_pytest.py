@@ -15,8 +15,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from mpipipe.grade import EXERCISES, grade
+from mpipipe.launcher import mpiexec_command
 
-from .test_cli import mpiexec
 from .test_grader_plants import plant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def run_pytest(*args, folder=None, under_mpi=False, timeout=120):
     command = [sys.executable, "-m", "pytest", "lessons/exercises", "-p", "no:cacheprovider",
                *map(str, args)]
     if under_mpi:
-        command = ["timeout", "-k", "5", str(timeout - 10), mpiexec(), "-n", "2", *command,
+        command = ["timeout", "-k", "5", str(timeout - 10), *mpiexec_command(2), *command,
                    "--with-mpi", "-m", "mpi"]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)

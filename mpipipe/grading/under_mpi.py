@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..launcher import find_mpiexec, mpiexec_command
 from .base import TIME_LIMIT
 from .steps import Problem, grade_steps, result_after
 
@@ -114,20 +115,13 @@ def grade_on_this_rank(exercise, path, seconds=TIME_LIMIT, verdict_file=None, sa
     return result
 
 
-def find_mpiexec():
-    """The mpiexec next to this Python (the MPI wheel in a venv puts it there), else on PATH."""
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else shutil.which("mpiexec")
-
-
 def grade_under_mpiexec(exercise, path, seconds=TIME_LIMIT):
     """Run the ranks' grading under `mpiexec -n exercise.ranks`, stopped after `seconds`."""
-    mpiexec = find_mpiexec()
-    if mpiexec is None:
+    if find_mpiexec() is None:
         return result_after(exercise, 0, "cannot grade: no mpiexec next to this Python or on "
                             "PATH (install the project with its MPI: pip install -e '.[mpich]')")
     folder = tempfile.mkdtemp(prefix="mpipipe-grade-")
-    command = [mpiexec, "-n", str(exercise.ranks), sys.executable, "-m", "mpipipe.grade",
+    command = [*mpiexec_command(exercise.ranks), sys.executable, "-m", "mpipipe.grade",
                "--under-mpi", exercise.name, str(path), folder, f"{seconds:g}"]
     if shutil.which("timeout"):   # ends the MPI job the clean way (SIGTERM to mpiexec)
         command = ["timeout", "-k", "5", f"{seconds:g}"] + command
