@@ -156,7 +156,7 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
     replica0 = sorted((r for r in reports if r.dp_index == 0), key=lambda r: r.pp_index)
     planned = simulate(setup.schedule, Costs(recompute=c.recompute))
     summary = Summary(
-        schedule=c.schedule, pp=c.pp, dp=c.dp, microbatches=c.microbatches, chunks=c.chunks,
+        schedule=setup.schedule.name, pp=c.pp, dp=c.dp, microbatches=c.microbatches, chunks=c.chunks,
         recompute=c.recompute, microbatch_size=setup.microbatch_size,
         global_batch=c.global_batch, steps=c.steps, first_step=first_step, dtype=c.dtype,
         partition=setup.partition, losses=log.losses, final_loss=log.losses[-1],

@@ -189,7 +189,8 @@ def banner(setup):
                  f"(the embedding and the head count as blocks)")
     else:
         model = f"{c.layers} layers of width {c.hidden}, layers per stage {setup.partition}"
-    return (f"mpipipe train: {c.schedule}{', recompute' if c.recompute else ''}, "
+    described = "".join(f"\n{line}" for line in setup.schedule.notes.get("described", ()))
+    return (f"mpipipe train: {setup.schedule.name}{', recompute' if c.recompute else ''}, "
             f"pp={c.pp}{chunks} x dp={c.dp}, {c.microbatches} micro-batch(es) of "
             f"{setup.microbatch_size} (global batch {c.global_batch}), {model}, {c.data} data, "
-            f"{c.dtype}, {c.optimizer} lr={c.lr:g}")
+            f"{c.dtype}, {c.optimizer} lr={c.lr:g}" + described)

@@ -58,6 +58,9 @@ def add_parser(commands):
     add("--dp", type=int, help=f"data-parallel replicas ({default('dp')})")
     add("--schedule", choices=config.SCHEDULES,
         help=f"pipeline schedule ({default('schedule')})")
+    add("--schedule-file", metavar="FILE.csv", help="run the schedule in this file instead, in "
+        "PyTorch's CSV format (compute only or compute + comms; `mpipipe export` writes one); "
+        "micro-batches and chunks default to the file's")
     add("--microbatches", type=int, help="micro-batches per replica and step (default "
         f"{config.default_microbatches('1f1b')}; {config.default_microbatches('naive')} for naive)")
     add("--chunks", "--virtual-stages", dest="chunks", type=int, help="chunks (virtual stages) "
@@ -155,6 +158,8 @@ def cmd_train(args):
         numpy.seterr(over="ignore", invalid="ignore", divide="ignore", under="ignore")
     settings = config.TrainConfig.from_options(args)
     try:
+        if args.schedule and args.schedule_file:
+            raise ConfigError("give --schedule or --schedule-file, not both")
         check_launcher(comm.Get_size())
         check_outputs(args, comm)
         resolved = config.with_defaults(settings, comm.Get_size())   # for the progress bar
