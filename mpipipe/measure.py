@@ -109,6 +109,7 @@ class Summary:
     held_out_exact: float | None = None
     accuracy: float | None = None       # classification: on the whole data set
     check: object = None                # reference.Check under --check
+    schedule_file: str | None = None    # where the schedule came from, if from a file
 
     def to_json(self):
         """The summary as a JSON-ready dict: no timeline, no figure that does not apply."""
@@ -171,7 +172,8 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
         device=sorted({r.device for r in reports}),
         transport=sorted({r.transport for r in reports}),
         ranks_on_node=machine[0], cores=machine[1],
-        timeline=render(in_ms(events), c.pp, unit="ms"), check=check)
+        timeline=render(in_ms(events), c.pp, unit="ms"), check=check,
+        schedule_file=c.schedule_file)
     if setup.dataset.held_out is not None:
         summary.held_out_loss, summary.held_out_accuracy, summary.held_out_exact = \
             held_out_scores(setup, weights[0])

@@ -66,7 +66,7 @@ def add_parser(commands):
     add("--chunks", "--virtual-stages", dest="chunks", type=int, help="chunks (virtual stages) "
         f"per rank, for {', '.join(with_chunks)} (default "
         + ", ".join(f"{name} {default_chunks(name)}" for name in with_chunks)
-        + "; zbv takes only 2; the others 1)")
+        + "; zbv and dualpipev take only 2; the others 1)")
     add("--recompute", action="store_true", default=None, help="activation recomputation: keep "
         "only each stage's input, redo its forward before the backward")
     add("--partition", type=partition_arg, help="uniform (equal layer counts), params (balanced "

@@ -133,3 +133,4 @@ def test_pytorchs_files_train_exactly(tmp_path, name, placement, flavour, ranks,
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["check"]["passed"] and summary["schedule"] == path.rsplit("/", 1)[1]
+    assert summary["schedule_file"] == path

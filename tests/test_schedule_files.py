@@ -11,7 +11,7 @@ from mpipipe.cli import main
 from mpipipe.errors import ConfigError, ScheduleError
 from mpipipe.schedules import (GENERATORS, lower, make_schedule, read_schedule_file,
                                schedule_from_file, write_schedule_file)
-from mpipipe.schedules.actions import BW, Action
+from mpipipe.schedules.actions import BW, F, Action
 from mpipipe.simulate import simulate
 
 # Looped placement (stage s on rank s mod 2), split and full backwards, idle cells,
@@ -241,3 +241,17 @@ def test_pairs_are_drawn_as_pairs(tmp_path):
     pairs = _pairs(timeline.events)
     assert [(str(a.action), str(b.action)) for a, b in pairs] == [("F1:1&", "BW0")]
     assert "f1&   BW0" in render(timeline.events, 2, timeline.makespan, width=120)
+
+
+def test_markers_in_a_trace_and_its_report():
+    from mpipipe.report import summarise
+    from mpipipe.trace import chrome_trace
+
+    actions = [(Action(F, 0), 0.0, 1.0), (Action("REDUCE_GRAD", None), 1.0, 1.5),
+               (Action(BW, 0), 1.5, 2.5)]
+    trace = chrome_trace([(0, 0, 0, 0, 0.0, actions)], {})
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert [(e["name"], e["cat"]) for e in slices] == [
+        ("F0", "compute"), ("REDUCE_GRAD", "marker"), ("BW0", "compute")]
+    row = summarise(trace)["ranks"][0]
+    assert row["compute_ms"] == pytest.approx(2000) and row["idle_ms"] == pytest.approx(0)

@@ -18,7 +18,7 @@ from collections import Counter
 from ..errors import ScheduleError
 from .actions import BW, MARKERS, MESSAGES, RECV_B, RECV_F, REDUCE_GRAD, SEND_F, B, F, W
 from .lower import lower
-from .pytorch_csv import TO_PYTORCH, action_text
+from .pytorch_csv import action_text, cell_text
 from .validate import validate
 
 NEEDS = {BW: F, B: F, W: B}          # on one stage: what an action needs before it
@@ -26,7 +26,7 @@ NEEDS = {BW: F, B: F, W: B}          # on one stage: what an action needs before
 
 def label(kind, stage, microbatch=None):
     """An action as PyTorch writes it: label(B, 3, 1) -> '3I1'."""
-    return f"{stage}{TO_PYTORCH.get(kind, kind)}{'' if microbatch is None else microbatch}"
+    return cell_text(stage, kind, microbatch)
 
 
 def _row(rank):
@@ -146,7 +146,7 @@ def validate_located(schedule, cells):
                             error.action) from None
 
 
-def check_messages(schedule, ranks, cells):
+def check_messages(schedule, ranks):
     """A compute + comms file's messages against mpipipe's lowering; notes on where they differ."""
     lowered = lower(schedule)
     notes = []

@@ -74,8 +74,12 @@ class Entry:
     @property
     def label(self):
         """The action as PyTorch writes it, e.g. 3I1."""
-        kind = TO_PYTORCH.get(self.kind, self.kind)
-        return f"{self.stage}{kind}{'' if self.microbatch is None else self.microbatch}"
+        return cell_text(self.stage, self.kind, self.microbatch)
+
+
+def cell_text(stage, kind, microbatch=None):
+    """An action as PyTorch writes it, from mpipipe's kind: cell_text(3, "B", 1) -> '3I1'."""
+    return f"{stage}{TO_PYTORCH.get(kind, kind)}{'' if microbatch is None else microbatch}"
 
 
 def placement_rule(schedule):
@@ -184,9 +188,7 @@ def schedule_rows(schedule, comms=False):
 
 def action_text(schedule, rank, action):
     """One action as PyTorch writes it: global stage, kind, micro-batch (3I1, 1SEND_F2)."""
-    stage = schedule.stage(rank, action.chunk)
-    kind = TO_PYTORCH.get(action.kind, action.kind)
-    return f"{stage}{kind}{'' if action.microbatch is None else action.microbatch}"
+    return cell_text(schedule.stage(rank, action.chunk), action.kind, action.microbatch)
 
 
 def write_schedule_file(schedule, path, comms=False):

@@ -78,7 +78,7 @@ def read_schedule_file(path):
                         chunks=len(stage_map[0]), stage_map=stage_map, notes={"file": path})
     validate_located(schedule, cells)
     with_comms = any(e.kind in MESSAGES for entries in ranks for e in entries)
-    notes = check_messages(schedule, ranks, cells) if with_comms else []
+    notes = check_messages(schedule, ranks) if with_comms else []
     markers = Counter(e.kind for entries in compute for e in entries if e.kind in MARKERS)
     return ScheduleFile(path, schedule, "compute + comms" if with_comms else "compute only",
                         placement_name(stage_map), idle, markers, notes, cells)
