@@ -255,3 +255,20 @@ def test_markers_in_a_trace_and_its_report():
         ("F0", "compute"), ("REDUCE_GRAD", "marker"), ("BW0", "compute")]
     row = summarise(trace)["ranks"][0]
     assert row["compute_ms"] == pytest.approx(2000) and row["idle_ms"] == pytest.approx(0)
+
+
+@pytest.mark.parametrize("rank0,message", [
+    ([Action(F, 0), Action("REDUCE_GRAD", None), Action(BW, 0)],
+     r"REDUCE_GRAD \(action #1\) comes before BW0 \(action #2\)"),
+    ([Action(F, 0), Action(BW, 0), Action("REDUCE_GRAD", None), Action("REDUCE_GRAD", None)],
+     "a second REDUCE_GRAD"),
+    ([Action(F, 0, pairs_with_next=True), Action("UNSHARD", None), Action(BW, 0)],
+     "an overlapped pair is two compute actions"),
+])
+def test_validate_checks_markers_and_pairs_in_any_schedule(rank0, message):
+    """The same rules hold for schedules built in Python, not read from a file."""
+    from mpipipe.schedules import validate
+    from mpipipe.schedules.actions import Schedule
+
+    with pytest.raises(ScheduleError, match=message):
+        validate(Schedule("built", 2, 1, [rank0, [Action(F, 0), Action(BW, 0)]]))

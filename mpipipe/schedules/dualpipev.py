@@ -1,4 +1,4 @@
-"""DualPipeV (DeepSeek, 2025): DualPipe cut in half, two chunks per rank in a V.
+"""DualPipeV: DeepSeek's DualPipe cut in half, two chunks per rank in a V.
 
 DualPipe (DeepSeek-V3 technical report, 2024) feeds micro-batches into the
 pipeline from both ends at once and keeps two copies of the model. Its V
@@ -12,8 +12,8 @@ one's communication hides behind the other's compute. One process computes
 one thing at a time, so mpipipe runs a pair as its two actions one after the
 other (and draws them as a pair); lower() moves the messages of both around it.
 
-Rank r runs eight phases, named as DualPipe's code names them (0 and 1 are the
-chunks; B a full backward unless split into B and W for zero bubble):
+Rank r runs eight phases, each named by what it repeats n times (0 and 1 are
+the chunks; B a full backward unless split into B and W for zero bubble):
 
   1. nF0        2(P-1-r) forwards on chunk 0: fill the way down
   2. nF0F1      r+1 times F0, F1: the first micro-batches turn at the V's bottom
@@ -30,10 +30,11 @@ Accepted: any m >= 2P. Phase 4 must run at least once on rank 0
 a way DualPipe does not define.
 
 Costs (README "DualPipeV"): every rank holds at most 2P+1 chunk-micro-batches
-of activations; with a pair costing F + B, one flushed step has a bubble of
-(P-1)(F + 2B - 2W) per rank in chunk costs (B the full backward), against
-DualPipe's (PP/2-1)(F&B + B - 3W); tests/test_dualpipev.py holds the
-simulator to it.
+of activations; with a pair costing F + B, one flushed step leaves each rank
+idle for (P-2) f + max(P f, (P-1) i) + (P-1) max(0, i - w) in chunk costs (f
+forward, i input gradient, w weight gradient), which is DualPipe's
+(PP/2-1)(F&B + B - 3W) for PP = 2P stages when f = i >= w;
+tests/test_dualpipev.py holds the simulator to it.
 """
 
 from collections import deque
