@@ -25,11 +25,13 @@ import os
 import subprocess
 import sys
 
+from mpipipe.errors import ConfigError
 from mpipipe.launcher import mpiexec_command
 from mpipipe.schedules import BUBBLE_FORMULAS, default_chunks, validated_schedule
 from mpipipe.simulate import Costs, simulate
 
-SCHEDULES = ["naive", "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1", "zb-h2", "zbv"]
+SCHEDULES = ["naive", "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1", "zb-h2", "zbv",
+             "dualpipev"]
 MODEL = ["--data", "teacher", "--input-dim", "512", "--output-dim", "512", "--hidden", "512",
          "--layers", "8", "--last-activation", "--dtype", "float32", "--optimizer", "sgd",
          "--lr", "0.001", "--global-batch", "256", "--samples", "1024"]
@@ -38,7 +40,8 @@ MODEL = ["--data", "teacher", "--input-dim", "512", "--output-dim", "512", "--hi
 def stash_formula(name, P, m, V):
     """Peak micro-batches held by the first rank, as the papers give it."""
     return {"naive": 1, "gpipe": m, "1f1b": min(P, m), "zb-h1": min(P, m),
-            "zb-h2": min(2 * P - 1, m), "looped-bfs": V * m}.get(name)
+            "zb-h2": min(2 * P - 1, m), "looped-bfs": V * m,
+            "dualpipev": 2 * P + 1}.get(name)     # chunk-micro-batches, m >= 2P
 
 
 def measure(name, P, m, steps):
@@ -66,7 +69,11 @@ def main():
         for name in SCHEDULES:
             mm = 1 if name == "naive" else m
             V = default_chunks(name)
-            schedule = validated_schedule(name, P, mm, V)
+            try:
+                schedule = validated_schedule(name, P, mm, V)
+            except ConfigError as refused:       # e.g. dualpipev needs m >= 2P
+                print(f"| {P}{flag} | {name} | {refused} |", flush=True)
+                continue
             timeline = simulate(schedule, Costs())
             formula = BUBBLE_FORMULAS.get(name)
             expected = formula(P, mm, V, Costs()) if formula else None

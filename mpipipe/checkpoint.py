@@ -68,7 +68,8 @@ def run_info(setup):
     c = setup.config
     return {"spec": setup.spec.to_dict(), "optimizer": c.optimizer, "lr": c.lr, "data": c.data,
             "vocab": setup.dataset.vocab, "seed": c.seed, "global_batch": c.global_batch,
-            "schedule": c.schedule, "pp": c.pp, "dp": c.dp}
+            "schedule": setup.schedule.name, "schedule_file": c.schedule_file, "pp": c.pp,
+            "dp": c.dp}
 
 
 def save(setup, topology, step, chunks, waiter):

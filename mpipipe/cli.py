@@ -1,7 +1,9 @@
-"""The `mpipipe` command: train, simulate, topology.
+"""The `mpipipe` command: train, simulate, export, topology, ...
 
     mpiexec -n 4 mpipipe train                     train on the embedded data, 1F1B on 4 ranks
     mpipipe simulate --schedule 1f1b --stages 4 --microbatches 8
+    mpipipe simulate --schedule-file FILE.csv      a schedule in PyTorch's CSV format
+    mpipipe export --schedule zbv --stages 4 --microbatches 8 FILE.csv
     mpipipe topology --pp 4 --dp 2
 
 Each rank uses one BLAS thread unless OMP_NUM_THREADS or OPENBLAS_NUM_THREADS
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 
 from .launcher import ABORT_GRACE_S, launcher_rank
@@ -50,9 +53,11 @@ def build_parser():
         "simulate", help="plan a schedule and draw its timeline (no MPI needed)",
         description="Simulate one step of a schedule with given action costs: the ASCII "
         "timeline, makespan, bubble fraction and peak stashed activations per rank.")
-    sim.add_argument("--schedule", default="1f1b", choices=SCHEDULES,
-                     help="the schedule to plan (default 1f1b)")
-    sim.add_argument("--stages", type=positive_int, default=4, help="pipeline ranks P (default 4)")
+    sim.add_argument("--schedule", choices=SCHEDULES, help="the schedule to plan (default 1f1b)")
+    sim.add_argument("--schedule-file", metavar="FILE.csv", help="plan the schedule in this "
+                     "file instead, in PyTorch's CSV format (compute only, or compute + comms); "
+                     "ranks, micro-batches and placement come from the file")
+    sim.add_argument("--stages", type=positive_int, help="pipeline ranks P (default 4)")
     sim.add_argument("--microbatches", type=positive_int, help="micro-batches m (default "
                      f"{default_microbatches('1f1b')}; {default_microbatches('naive')} for naive)")
     sim.add_argument("--chunks", "--virtual-stages", dest="chunks", type=positive_int,
@@ -70,6 +75,23 @@ def build_parser():
     sim.add_argument("--timeline", metavar="FILE.png", help="also draw the plan as a PNG "
                      "(needs matplotlib: the plot extra)")
     sim.set_defaults(func=cmd_simulate)
+
+    exp = commands.add_parser(
+        "export", help="write a schedule as a PyTorch schedule file (CSV)",
+        description="Write an mpipipe schedule in the CSV format of PyTorch's "
+        "torch.distributed.pipelining (_load_csv): one row per rank, one cell per action, "
+        "global stage numbers (2F0, 3I1, 0B4, 1SEND_F2, (0F7;7B3)OVERLAP_F_B). Compute only, "
+        "or with --comms the lowered lists with their messages.")
+    exp.add_argument("--schedule", default="1f1b", choices=SCHEDULES, help="(default 1f1b)")
+    exp.add_argument("--stages", type=positive_int, default=4, help="pipeline ranks P (default 4)")
+    exp.add_argument("--microbatches", type=positive_int, help="micro-batches m (default "
+                     f"{default_microbatches('1f1b')}; {default_microbatches('naive')} for naive)")
+    exp.add_argument("--chunks", "--virtual-stages", dest="chunks", type=positive_int,
+                     help="chunks (virtual stages) per rank, for the schedules that have them")
+    exp.add_argument("--comms", action="store_true", help="also write the messages "
+                     "(PyTorch's compute_comms format)")
+    exp.add_argument("file", metavar="FILE.csv")
+    exp.set_defaults(func=cmd_export)
 
     smp = commands.add_parser("sample", help="let a trained GPT write, from a checkpoint",
                               description="Rebuild the whole GPT from the newest checkpoint in "
@@ -123,13 +145,22 @@ def cmd_simulate(args):
     from .config import default_microbatches
     from .errors import ConfigError, ScheduleError
     from .plot import check_writable, needs_matplotlib
-    from .schedules import BUBBLE_FORMULAS, validated_schedule
+    from .schedules import BUBBLE_FORMULAS, schedule_from_file, validate, validated_schedule
     from .simulate import Costs, simulate, steady_state
     from .timeline import render
 
+    found = None
     try:
-        m = args.microbatches or default_microbatches(args.schedule)
-        schedule = validated_schedule(args.schedule, args.stages, m, args.chunks)
+        if args.schedule_file:
+            if args.schedule:
+                raise ConfigError("give --schedule or --schedule-file, not both")
+            found = schedule_from_file(args.schedule_file, args.stages, args.microbatches,
+                                       args.chunks)
+            schedule = validate(found.schedule)
+        else:
+            m = args.microbatches or default_microbatches(args.schedule or "1f1b")
+            schedule = validated_schedule(args.schedule or "1f1b", args.stages or 4, m,
+                                          args.chunks)
         costs = replace(Costs.parse(args.costs), recompute=args.recompute,
                         stage_factors=parse_stage_factors(args.stage_costs, schedule.num_stages))
         if args.timeline:
@@ -138,14 +169,14 @@ def cmd_simulate(args):
     except (ConfigError, ScheduleError, ValueError) as error:
         print(f"mpipipe simulate: error: {error}", file=sys.stderr)
         return 2
-    P, V = args.stages, schedule.chunks
+    name, P, m, V = schedule.name, schedule.num_ranks, schedule.num_microbatches, schedule.chunks
     timeline = simulate(schedule, costs)
     steady_time, steady_bubble = steady_state(schedule, costs)
-    formula = BUBBLE_FORMULAS.get(args.schedule)
+    formula = None if found else BUBBLE_FORMULAS.get(name)
     plain = costs.comm == 0 and not costs.recompute and not costs.stage_factors
     textbook = formula(P, m, V, costs) if formula and plain else None
     ideal = max(timeline.busy)       # the busiest rank's work, with no waiting at all
-    summary = {"schedule": args.schedule, "stages": P, "chunks": V, "microbatches": m,
+    summary = {"schedule": name, "stages": P, "chunks": V, "microbatches": m,
                "costs": {"F": costs.F, "B": costs.B, "W": costs.W, "BW": costs.of("BW"),
                          "comm": costs.comm, "recompute": costs.recompute},
                "makespan": timeline.makespan, "bubble_fraction": timeline.bubble_fraction,
@@ -153,6 +184,10 @@ def cmd_simulate(args):
                "bubble_fraction_formula": textbook,
                "steady_state_step": steady_time, "steady_state_bubble_fraction": steady_bubble,
                "peak_stash": timeline.peak_stash}
+    if found:
+        summary["schedule_file"] = {"path": found.path, "flavour": found.flavour,
+                                    "placement": found.placement,
+                                    "stage_map": schedule.stage_map, "notes": found.notes}
     if args.json:
         if args.actions:
             summary["actions"] = [[str(a) for a in program] for program in schedule.programs]
@@ -160,10 +195,13 @@ def cmd_simulate(args):
             draw_plan(args, schedule, timeline, P, m, V)
         print(json.dumps(summary))
         return 0
+    if found:
+        print("\n".join(found.describe()))
     chunks = f" x {V} chunks" if V > 1 else ""
-    print(f"{args.schedule}: {P} ranks{chunks}, {m} micro-batches, costs F={costs.F:g} "
-          f"B={costs.B:g} W={costs.W:g} (BW={costs.of('BW'):g}), comm={costs.comm:g}"
-          + (", recompute" if costs.recompute else ""))
+    header = (f"{name}: {P} ranks{chunks}, {m} micro-batches, costs F={costs.F:g} "
+              f"B={costs.B:g} W={costs.W:g} (BW={costs.of('BW'):g}), comm={costs.comm:g}"
+              + (", recompute" if costs.recompute else ""))
+    print("\n".join(textwrap.wrap(header, args.width, subsequent_indent="  ")))
     print(render(timeline.events, P, timeline.makespan, width=args.width))
     print(f"makespan         {timeline.makespan:g}   (one flushed step; the busiest rank's "
           f"work alone is {ideal:g})")
@@ -186,9 +224,28 @@ def cmd_simulate(args):
 def draw_plan(args, schedule, timeline, P, m, V):
     from .plot import draw
 
-    title = (f"plan: {args.schedule}, P={P}, m={m}" + (f", V={V}" if V > 1 else "")
+    title = (f"plan: {schedule.name}, P={P}, m={m}" + (f", V={V}" if V > 1 else "")
              + f", bubble {timeline.bubble_fraction:.3f}")
     draw(args.timeline, [(timeline.events, P, title, "time units")])
+
+
+def cmd_export(args):
+    from .config import default_microbatches
+    from .errors import ConfigError, ScheduleError
+    from .schedules import validated_schedule, write_schedule_file
+
+    try:
+        m = args.microbatches or default_microbatches(args.schedule)
+        schedule = validated_schedule(args.schedule, args.stages, m, args.chunks)
+        write_schedule_file(schedule, args.file, comms=args.comms)
+    except (ConfigError, ScheduleError, OSError) as error:
+        print(f"mpipipe export: error: {error}", file=sys.stderr)
+        return 2
+    flavour = "compute_comms" if args.comms else "compute_only"
+    print(f"{args.file}: {args.schedule}, {args.stages} ranks x {schedule.chunks} chunk(s), "
+          f"{m} micro-batches, {flavour.replace('_', ' + ' if args.comms else ' ')} (PyTorch: "
+          f"schedule._load_csv({args.file!r}, format={flavour!r}); mpipipe: --schedule-file)")
+    return 0
 
 
 def cmd_sample(args):

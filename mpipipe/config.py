@@ -18,7 +18,8 @@ from . import data as datasets
 from .errors import ConfigError
 from .model import ACTIVATIONS as ACTIVATION_LAYERS, ModelSpec, block_param_counts
 from .partition import block_ranges, make_partition
-from .schedules import GENERATORS, default_chunks, validated_schedule
+from .schedules import GENERATORS, default_chunks, schedule_from_file, validate, validated_schedule
+from .schedules.schedule_file import file_shape
 from .topology import check_grid
 from .transport import TRANSPORTS
 
@@ -59,6 +60,7 @@ class TrainConfig:
     pp: int | None = None           # all ranks / dp
     dp: int = 1
     schedule: str = "1f1b"
+    schedule_file: str | None = None  # a schedule in PyTorch's CSV format, used instead of `schedule`
     microbatches: int | None = None  # default_microbatches(schedule)
     chunks: int | None = None       # chunks per rank: the schedule's own (default_chunks)
     recompute: bool = False         # keep only each stage's input; recompute before backward
@@ -131,10 +133,11 @@ class Setup:
                      f"(the embedding and the head count as blocks)")
         else:
             model = f"{c.layers} layers of width {c.hidden}, layers per stage {self.partition}"
-        return (f"mpipipe train: {c.schedule}{', recompute' if c.recompute else ''}, "
+        described = "".join(f"\n{line}" for line in self.schedule.notes.get("described", ()))
+        return (f"mpipipe train: {self.schedule.name}{', recompute' if c.recompute else ''}, "
                 f"pp={c.pp}{chunks} x dp={c.dp}, {c.microbatches} micro-batch(es) of "
                 f"{self.microbatch_size} (global batch {c.global_batch}), {model}, {c.data} "
-                f"data, {c.dtype}, {c.optimizer} lr={c.lr:g}")
+                f"data, {c.dtype}, {c.optimizer} lr={c.lr:g}" + described)
 
 
 def with_defaults(config, world_size):
@@ -146,6 +149,10 @@ def with_defaults(config, world_size):
         if getattr(c, name) is None:
             setattr(c, name, value)
     c.pp, c.dp = check_grid(world_size, c.pp, c.dp)
+    if c.schedule_file is not None and (c.microbatches is None or c.chunks is None):
+        _, file_microbatches, file_chunks = file_shape(c.schedule_file)   # the file's own
+        c.microbatches = c.microbatches or file_microbatches
+        c.chunks = c.chunks or file_chunks
     if c.microbatches is None:
         c.microbatches = default_microbatches(c.schedule)
     if c.chunks is None and c.schedule in GENERATORS:
@@ -193,7 +200,7 @@ def prepare(config, world_size):
     if c.model == "gpt" and c.hidden % c.heads:
         raise ConfigError(f"--hidden {c.hidden} does not split into --heads {c.heads}")
     spec = _model_spec(c, dataset)
-    schedule = validated_schedule(c.schedule, c.pp, c.microbatches, c.chunks)
+    schedule = _schedule(c)
     stages = schedule.num_stages
     if c.model == "gpt" and stages > spec.num_blocks:   # the embedding and the head are blocks too
         raise ConfigError(
@@ -206,6 +213,17 @@ def prepare(config, world_size):
     return Setup(c, spec, dataset, partition, blocks, schedule,
                  c.global_batch // (c.microbatches * c.dp), shapes,
                  c.global_batch * dataset.tokens)
+
+
+def _schedule(c):
+    """The lowered, validated schedule: generated, or read from --schedule-file (its ranks,
+    micro-batches and chunks checked against the run's, and what was read kept in its notes)."""
+    if c.schedule_file is None:
+        return validated_schedule(c.schedule, c.pp, c.microbatches, c.chunks)
+    found = schedule_from_file(c.schedule_file, c.pp, c.microbatches, c.chunks)
+    schedule = validate(found.schedule)
+    schedule.notes["described"] = found.describe()
+    return schedule
 
 
 def _model_spec(c, dataset):

@@ -10,7 +10,11 @@ Between handlers, arrays wait in dicts keyed by (chunk, micro-batch):
     stash       what F saved for the backward (see Stashed)
 
 A step: zero the gradients, run the list, finish the sends, all-reduce the
-gradients across data-parallel replicas, let the optimizer step. Every action
+gradients across data-parallel replicas, let the optimizer step. A chunk's
+all-reduce starts at its REDUCE_GRAD marker where the list has one (a
+schedule read from a PyTorch file), else after the list; UNSHARD and RESHARD
+do nothing (mpipipe never shards parameters). An overlapped pair is run as its
+two actions, one after the other. Every action
 is timed (start, end, relative to the step's start, which a barrier aligns
 across ranks) so the measured timeline can be drawn like the planned one.
 """
@@ -23,9 +27,9 @@ import numpy as np
 from .backend import to_host
 from .layers import cache_nbytes
 from .losses import LOSSES
-from .p2p import BufferPool, PointToPoint, allreduce_sum
-from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, SEND_B, SEND_F, B, W, Action,
-                                Event, message_tag)
+from .p2p import BufferPool, PointToPoint, Reduction
+from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, REDUCE_GRAD, RESHARD, SEND_B,
+                                SEND_F, UNSHARD, B, W, Action, Event, message_tag)
 
 
 @dataclass
@@ -69,7 +73,9 @@ class Engine:
         self.last_stage = self.schedule.num_stages - 1
         self.handlers = {F: self._forward, BW: self._backward, B: self._backward_input,
                          W: self._backward_weight, SEND_F: self._send, SEND_B: self._send,
-                         RECV_F: self._receive, RECV_B: self._receive}
+                         RECV_F: self._receive, RECV_B: self._receive,
+                         UNSHARD: lambda action: None, RESHARD: lambda action: None,
+                         REDUCE_GRAD: lambda action: self._start_reduction(action.chunk)}
 
     def run_step(self, inputs, targets, on_start=None):
         """One training step. `inputs[mb]`/`targets[mb]`: this replica's micro-batches
@@ -80,6 +86,7 @@ class Engine:
         self.inputs, self.targets = inputs, targets
         self.inbox, self.outbox, self.grad_inbox, self.grad_outbox = {}, {}, {}, {}
         self.stash, self.loss = {}, 0.0
+        self.reductions = {}           # chunk -> (all-reduce request, its buffer)
         self.held = self.peak_held = self.held_bytes = self.peak_bytes = 0
         self.events, self.wait_time = [], 0.0
         self.finite_checks = []        # (stage, direction, action, 0-d bool array), in order
@@ -201,13 +208,21 @@ class Engine:
         box = self.inbox if action.kind == RECV_F else self.grad_inbox
         box[(action.chunk, action.microbatch)] = buffer
 
-    def _allreduce_gradients(self):
+    def _start_reduction(self, index):
+        """Start the data-parallel all-reduce of chunk `index`'s gradients (once a step).
+        Every replica runs the same list, so they start their all-reduces in the same order."""
         data = self.topology.data
-        if data is None or data.Get_size() == 1:
+        if data is None or data.Get_size() == 1 or index in self.reductions:
             return
         staging = self.p2p.staging if self.p2p.staged else None
-        for chunk in self.chunks:
-            allreduce_sum(data, chunk.layers.flat_grads, self.waiter, staging)
+        self.reductions[index] = Reduction(data, self.chunks[index].layers.flat_grads,
+                                           self.waiter, staging)
+
+    def _allreduce_gradients(self):
+        for index in range(len(self.chunks)):
+            self._start_reduction(index)        # the chunks no REDUCE_GRAD marker started
+        for index, reduction in sorted(self.reductions.items()):
+            reduction.finish()
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -11,7 +11,14 @@ class ConfigError(ValueError):
 
 
 class ScheduleError(ValueError):
-    """A schedule's action lists are inconsistent or would deadlock."""
+    """A schedule's action lists are inconsistent or would deadlock.
+
+    `rank` and `action`, where given, say which action of which rank the message
+    is about, so that a reader of a schedule file can point at its cell."""
+
+    def __init__(self, message, rank=None, action=None):
+        super().__init__(message)
+        self.rank, self.action = rank, action
 
 
 class NonFiniteError(ArithmeticError):

@@ -109,6 +109,7 @@ class Summary:
     held_out_exact: float | None = None
     accuracy: float | None = None       # classification: on the whole data set
     check: object = None                # reference.Check under --check
+    schedule_file: str | None = None    # where the schedule came from, if from a file
 
     def to_json(self):
         """The summary as a JSON-ready dict: no timeline, no figure that does not apply."""
@@ -156,7 +157,7 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
     replica0 = sorted((r for r in reports if r.dp_index == 0), key=lambda r: r.pp_index)
     planned = simulate(setup.schedule, Costs(recompute=c.recompute))
     summary = Summary(
-        schedule=c.schedule, pp=c.pp, dp=c.dp, microbatches=c.microbatches, chunks=c.chunks,
+        schedule=setup.schedule.name, pp=c.pp, dp=c.dp, microbatches=c.microbatches, chunks=c.chunks,
         recompute=c.recompute, microbatch_size=setup.microbatch_size,
         global_batch=c.global_batch, steps=c.steps, first_step=first_step, dtype=c.dtype,
         partition=setup.partition, losses=log.losses, final_loss=log.losses[-1],
@@ -171,7 +172,8 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
         device=sorted({r.device for r in reports}),
         transport=sorted({r.transport for r in reports}),
         ranks_on_node=machine[0], cores=machine[1],
-        timeline=render(in_ms(events), c.pp, unit="ms"), check=check)
+        timeline=render(in_ms(events), c.pp, unit="ms"), check=check,
+        schedule_file=c.schedule_file)
     if setup.dataset.held_out is not None:
         summary.held_out_loss, summary.held_out_accuracy, summary.held_out_exact = \
             held_out_scores(setup, weights[0])

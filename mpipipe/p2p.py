@@ -148,24 +148,39 @@ class PointToPoint:
         self.pending = []
 
 
-def allreduce_sum(comm, array, waiter, staging=None, what="the data-parallel all-reduce"):
-    """Sum `array` over the ranks of `comm`, in place.
+class Reduction:
+    """A sum of `array` over the ranks of `comm`, in place: started now, finished by
+    `finish()`, so that it can run while the rank goes on computing.
 
     Host arrays: Iallreduce, waited for without spinning. Device arrays go through
     a host buffer when `staging` is given; else to the library as they are, with
-    the blocking Allreduce: CUDA-aware libraries support it on device memory, while
-    Open MPI lists the non-blocking collectives as unsupported there. A quiet
-    barrier first, so that no rank spins in the Allreduce while a late one computes.
+    the blocking Allreduce, done at once: CUDA-aware libraries support it on device
+    memory, while Open MPI lists the non-blocking collectives as unsupported there.
+    A quiet barrier first, so that no rank spins in it while a late one computes.
     """
-    from mpi4py import MPI
 
-    device = is_device_array(array)
-    if device and staging is None:
-        synchronise(array)
-        waiter.barrier(comm, what)
-        comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
-        return
-    host = staging.down(array) if device else array
-    waiter.wait(comm.Iallreduce(MPI.IN_PLACE, host, op=MPI.SUM), what)
-    if device:
-        staging.up(host, array)
+    def __init__(self, comm, array, waiter, staging=None, what="the data-parallel all-reduce"):
+        from mpi4py import MPI
+
+        self.array, self.waiter, self.staging, self.what = array, waiter, staging, what
+        self.device, self.request = is_device_array(array), None
+        if self.device and staging is None:
+            synchronise(array)
+            waiter.barrier(comm, what)
+            comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+            return
+        self.host = staging.down(array) if self.device else array
+        self.request = comm.Iallreduce(MPI.IN_PLACE, self.host, op=MPI.SUM)
+
+    def finish(self):
+        if self.request is None:
+            return
+        self.waiter.wait(self.request, self.what)
+        self.request = None
+        if self.device:
+            self.staging.up(self.host, self.array)
+
+
+def allreduce_sum(comm, array, waiter, staging=None, what="the data-parallel all-reduce"):
+    """Sum `array` over the ranks of `comm`, in place (a Reduction, finished at once)."""
+    Reduction(comm, array, waiter, staging, what).finish()

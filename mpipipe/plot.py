@@ -4,7 +4,8 @@ One row per rank, time to the right, one box per action: F blue, B (or the
 fused BW) green, W orange, a recomputed forward purple; odd chunks in a
 lighter shade; the micro-batch number inside the box when it fits. Waiting for
 a message is a hatched grey box; time that is neither is left empty: that
-white space is the bubble. The plan (simulator) and the measurement (engine)
+white space is the bubble. The two actions of an overlapped pair (DualPipe's
+F&B) share a black outline. The plan (simulator) and the measurement (engine)
 are drawn by the same function, so `compare` can stack them.
 """
 
@@ -58,6 +59,9 @@ def _draw(ax, events, num_ranks, title, unit, end):
         elif kind.startswith("RECV") and width > end / 400:
             ax.barh(e.rank, width, left=e.start, height=0.5, color="none",
                     edgecolor=WAIT_COLOUR, hatch="////", linewidth=0)
+    for first, second in _pairs(events):
+        ax.barh(first.rank, second.end - first.start, left=first.start, height=0.9,
+                color="none", edgecolor="black", linewidth=1.0)
     ax.set_yticks(range(num_ranks))
     ax.set_yticklabels([f"rank {r}" for r in range(num_ranks)])
     ax.set_ylim(num_ranks - 0.5, -0.5)
@@ -66,7 +70,21 @@ def _draw(ax, events, num_ranks, title, unit, end):
     ax.set_title(title, fontsize=10)
 
 
-def _legend(figure):
+def _pairs(events):
+    """(first, second) events of every overlapped pair: the first is marked
+    pairs_with_next, the second is the next F/B/BW/W its rank ran."""
+    pairs, open_pair = [], {}
+    for e in sorted(events, key=lambda e: (e.rank, e.start)):
+        if e.action.kind not in ("F", "B", "BW", "W"):
+            continue
+        if e.rank in open_pair:
+            pairs.append((open_pair.pop(e.rank), e))
+        if e.action.pairs_with_next:
+            open_pair[e.rank] = e
+    return pairs
+
+
+def _legend(figure, pairs=False):
     from matplotlib.patches import Patch
 
     handles = [Patch(color=COLOURS[k][0], label=label) for k, label in
@@ -75,7 +93,10 @@ def _legend(figure):
     handles.append(Patch(color=COLOURS["F"][1], label="lighter: odd chunk"))
     handles.append(Patch(facecolor="none", edgecolor=WAIT_COLOUR, hatch="////",
                          label="waiting for a message"))
-    figure.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
+    if pairs:
+        handles.append(Patch(facecolor="none", edgecolor="black", label="overlapped pair"))
+    figure.legend(handles=handles, loc="lower center", ncol=7 if pairs else 6, fontsize=7,
+                  frameon=False)
 
 
 def draw(path, panels, width=11.0):
@@ -91,6 +112,6 @@ def draw(path, panels, width=11.0):
     for ax, (events, num_ranks, title, unit) in zip(axes[:, 0], panels):
         _draw(ax, events, num_ranks, title, unit, end)
     figure.tight_layout(rect=(0, 0.06 if len(panels) > 1 else 0.1, 1, 1))
-    _legend(figure)
+    _legend(figure, any(_pairs(p[0]) for p in panels))
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -23,7 +23,8 @@ def summarise(trace):
         step_end[step] = max(step_end[step], e["ts"] + e["dur"])
         step_start[step] = min(step_start.get(step, e["ts"]), e["ts"])
     span = sum(step_end[s] - step_start[s] for s in step_end)
-    ranks = defaultdict(lambda: {"compute": 0.0, "wait": 0.0, "send": 0.0, "actions": 0})
+    ranks = defaultdict(lambda: {"compute": 0.0, "wait": 0.0, "send": 0.0, "marker": 0.0,
+                                 "actions": 0})
     for e in slices:
         row = ranks[e["pid"]]
         row[e["cat"]] += e["dur"]
@@ -31,7 +32,7 @@ def summarise(trace):
     rows = []
     for rank in sorted(ranks):
         row = ranks[rank]
-        idle = span - row["compute"] - row["wait"] - row["send"]
+        idle = span - row["compute"] - row["wait"] - row["send"] - row["marker"]
         rows.append({"rank": rank, "compute_ms": row["compute"] / 1e3, "wait_ms": row["wait"] / 1e3,
                      "idle_ms": idle / 1e3, "compute_actions": row["actions"],
                      "bubble_fraction": bubble_fraction(row["compute"], 1, span)})

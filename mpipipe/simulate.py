@@ -8,8 +8,7 @@ schedule into a planned timeline by walking it as the engine would run it
 
 from dataclasses import dataclass, replace
 
-from .schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, STASH_RELEASE, W, Action,
-                                Schedule)
+from .schedules.actions import B, BACKWARD_INPUT, BW, COMPUTE, F, STASH_RELEASE, W, Schedule
 from .schedules.lower import lower
 from .schedules.walk import walk as schedules_walk
 from .timeline import Timeline, bubble_fraction
@@ -124,7 +123,7 @@ def steady_state(schedule, costs=Costs()):
 def repeat(schedule, times):
     """The same schedule `times` times in a row, as one long step."""
     m = schedule.num_microbatches
-    programs = [[Action(a.kind, a.microbatch + i * m, a.chunk, a.peer)
+    programs = [[a if a.microbatch is None else replace(a, microbatch=a.microbatch + i * m)
                  for i in range(times) for a in program] for program in schedule.programs]
     return Schedule(schedule.name, schedule.num_ranks, m * times, programs, chunks=schedule.chunks,
                     stage_map=schedule.stage_map, lowered=schedule.lowered)

@@ -10,7 +10,8 @@ the same code, and look the same:
 
 Each compute action is a box as wide as it lasts, labelled with its kind and
 micro-batch where the label fits (lower case for odd chunks, so that the
-chunks of an interleaved schedule tell apart); '.' is time the rank spends not
+chunks of an interleaved schedule tell apart; `&` ends the first action of an
+overlapped pair, F7&bw3); '.' is time the rank spends not
 computing (waiting for a peer: the bubble). A long timeline is cut into panels
 of at most `width` columns rather than squeezed until the labels vanish.
 """
@@ -90,6 +91,8 @@ def render(events, num_ranks, makespan=None, width=80, title=None, unit="time un
         lines.append(f"{'':>{prefix}}one column = {1 / scale:.3g} {unit}; '{IDLE}' = not computing")
         if chunks:
             lines.append(f"{'':>{prefix}}lower case: actions of odd chunks")
+        if any(e.action.pairs_with_next for e in compute):
+            lines.append(f"{'':>{prefix}}'&': an overlapped pair (F&B), run one after the other")
     return "\n".join(lines)
 
 
@@ -108,9 +111,10 @@ def _choose_scale(compute, makespan, columns):
 
 
 def box_label(action):
-    """F3 for chunk 0 (and every even chunk), f3 for odd chunks: neighbours differ."""
+    """F3 for chunk 0 (and every even chunk), f3 for odd chunks: neighbours differ;
+    F3& where an overlapped pair begins."""
     kind = action.kind.lower() if action.chunk % 2 else action.kind
-    return f"{kind}{action.microbatch}"
+    return f"{kind}{action.microbatch}" + ("&" if action.pairs_with_next else "")
 
 
 def _draw_row(events, scale, total):
@@ -126,6 +130,8 @@ def _draw_row(events, scale, total):
             else:
                 continue
         label = box_label(event.action)
+        if len(label) > last - first:       # too narrow: drop the pair mark, then the number
+            label = label.rstrip("&")
         if len(label) > last - first:
             label = label[: len(label) - len(str(event.action.microbatch))][: last - first]
         row[first:last] = list(label.ljust(last - first))

@@ -13,7 +13,7 @@ relative to the step's start, which a barrier aligns across ranks.
 
 import json
 
-from .schedules.actions import COMPUTE, RECOMPUTE, RECV_B, RECV_F
+from .schedules.actions import COMPUTE, MARKERS, RECOMPUTE, RECV_B, RECV_F
 
 WAITS = (RECV_F, RECV_B)
 
@@ -21,6 +21,8 @@ WAITS = (RECV_F, RECV_B)
 def category(action):
     if action.kind in COMPUTE or action.kind == RECOMPUTE:
         return "compute"
+    if action.kind in MARKERS:
+        return "marker"
     return "wait" if action.kind in WAITS else "send"
 
 

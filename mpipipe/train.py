@@ -193,4 +193,3 @@ def _stop_on_non_finite(comm, step, mine, loss):
              else "in the loss, with every activation finite")
     raise NonFiniteError(f"step {step}: the loss is {loss}; NaN/Inf first appeared {where}. "
                          f"Try a smaller --lr; --no-nan-check turns this check off")
-

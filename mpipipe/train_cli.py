@@ -59,12 +59,15 @@ def add_parser(commands):
     add("--dp", type=int, help=f"data-parallel replicas ({default('dp')})")
     add("--schedule", choices=config.SCHEDULES,
         help=f"pipeline schedule ({default('schedule')})")
+    add("--schedule-file", metavar="FILE.csv", help="run the schedule in this file instead, in "
+        "PyTorch's CSV format (compute only or compute + comms; `mpipipe export` writes one); "
+        "micro-batches and chunks default to the file's")
     add("--microbatches", type=int, help="micro-batches per replica and step (default "
         f"{config.default_microbatches('1f1b')}; {config.default_microbatches('naive')} for naive)")
     add("--chunks", "--virtual-stages", dest="chunks", type=int, help="chunks (virtual stages) "
         f"per rank, for {', '.join(with_chunks)} (default "
         + ", ".join(f"{name} {default_chunks(name)}" for name in with_chunks)
-        + "; zbv takes only 2; the others 1)")
+        + "; zbv and dualpipev take only 2; the others 1)")
     add("--recompute", action="store_true", default=None, help="activation recomputation: keep "
         "only each stage's input, redo its forward before the backward")
     add("--partition", type=partition_arg, help="uniform (equal layer counts), params (balanced "
@@ -159,6 +162,8 @@ def cmd_train(args):
 
         numpy.seterr(over="ignore", invalid="ignore", divide="ignore", under="ignore")
     try:
+        if args.schedule and args.schedule_file:
+            raise ConfigError("give --schedule or --schedule-file, not both")
         check_launcher(comm.Get_size())
         check_outputs(args, comm)
         resolved = config.with_defaults(settings, comm.Get_size())   # for the progress bar

@@ -164,7 +164,8 @@ def test_old_checkpoints_are_pruned(tmp_path):
     (["--dp", "3"], "cannot"),
     (["--schedule", "interleaved", "--virtual-stages", "4", "--layers", "3"],
      "pipeline stages but the model has only 3 layers"),
-    (["--virtual-stages", "2"], "--virtual-stages 2 needs interleaved, looped-bfs or zbv"),
+    (["--virtual-stages", "2"], "--virtual-stages 2 needs interleaved, looped-bfs, zbv or dualpipev"),
+    (["--schedule-file", "no-such-file.csv"], "cannot read the schedule file no-such-file.csv"),
 ])
 def test_bad_input_on_one_and_four_ranks(ranks, args, message):
     if message is None:     # depends on the world size: pp=4 on one rank is a grid error

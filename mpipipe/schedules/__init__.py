@@ -4,15 +4,19 @@
     lower(schedule)                                          -> with SEND/RECV added
     validate(schedule)                                       -> lowered, proven to finish
     validated_schedule("1f1b", 4, 8)                         -> all three: what the engine runs
+    read_schedule_file("x.csv").schedule                     -> a schedule from PyTorch's CSV
+    write_schedule_file(schedule, "x.csv", comms=False)      -> ... and back
 
 Each generator module has `build(num_ranks, num_microbatches, chunks)`; those
 with several chunks per rank say how many by default in DEFAULT_CHUNKS.
 """
 
 from ..errors import ConfigError
-from . import gpipe, interleaved, looped_bfs, naive, one_f_one_b, zb_h1, zb_h2, zbv
+from . import dualpipev, gpipe, interleaved, looped_bfs, naive, one_f_one_b, zb_h1, zb_h2, zbv
 from .actions import Action, Schedule
 from .lower import lower
+from .pytorch_csv import write_schedule_file
+from .schedule_file import read_schedule_file, schedule_from_file
 from .validate import validate
 
 GENERATORS = {
@@ -24,6 +28,7 @@ GENERATORS = {
     "zb-h1": zb_h1,
     "zb-h2": zb_h2,
     "zbv": zbv,
+    "dualpipev": dualpipev,
 }
 
 
@@ -48,6 +53,22 @@ def _zb_h1(P, m, V, c):
     return bubble / (m * (c.F + c.B + c.W) + bubble) if m >= P else None
 
 
+def dualpipev_bubble(P, c):
+    """DualPipeV's idle time per rank in one flushed step (README "DualPipeV"), a pair
+    costing F + B. In chunk costs f, i, w (half a rank's F, B, W; i the input gradient):
+    (P-1) max(0, i-w) + (P-2) f + max(P f, (P-1) i). With f = i >= w it is DeepSeek's
+    (PP/2-1)(F&B + B - 3W) for PP = 2P stages, F&B = f + (i+w) and B = i + w."""
+    f, i, w = c.F / 2, c.B / 2, c.W / 2
+    return (P - 1) * max(0.0, i - w) + (P - 2) * f + max(P * f, (P - 1) * i)
+
+
+def _dualpipev(P, m, V, c):
+    if m < 2 * P or (c.BW is not None and c.BW != c.B + c.W):
+        return None
+    bubble = dualpipev_bubble(P, c)
+    return bubble / (m * (c.F + c.B + c.W) + bubble)
+
+
 # The bubble fraction of one flushed step the literature gives, for equal stage
 # costs and free messages. Costs are a rank's share: a chunk costs 1/V of it.
 BUBBLE_FORMULAS = {
@@ -57,6 +78,7 @@ BUBBLE_FORMULAS = {
     "interleaved": lambda P, m, V, c: (P - 1) / (V * m + P - 1),
     "looped-bfs": lambda P, m, V, c: (P - 1) / (V * m + P - 1),
     "zb-h1": _zb_h1,
+    "dualpipev": _dualpipev,
 }
 
 
@@ -70,8 +92,9 @@ def make_schedule(name, num_ranks, num_microbatches, chunks=None):
         raise ConfigError(f"need at least one micro-batch, got {num_microbatches}")
     chunks = default_chunks(name) if chunks is None else chunks
     if default_chunks(name) == 1 and chunks != 1:
+        several = [other for other in GENERATORS if default_chunks(other) > 1]
         raise ConfigError(f"schedule {name!r} has one stage per rank; --virtual-stages {chunks} "
-                          f"needs interleaved, looped-bfs or zbv")
+                          f"needs {', '.join(several[:-1])} or {several[-1]}")
     return GENERATORS[name].build(num_ranks, num_microbatches, chunks)
 
 
@@ -81,4 +104,5 @@ def validated_schedule(name, num_ranks, num_microbatches, chunks=None):
 
 
 __all__ = ["Action", "Schedule", "GENERATORS", "BUBBLE_FORMULAS", "default_chunks",
-           "make_schedule", "lower", "validate", "validated_schedule"]
+           "make_schedule", "lower", "validate", "validated_schedule", "read_schedule_file",
+           "schedule_from_file", "write_schedule_file"]

@@ -17,6 +17,18 @@ BW, its F and W are ours.
 Message actions, added by lower() (printed e.g. SEND_F3->r2, RECV_B3<-r2):
     SEND_F / RECV_F   an activation going forward to the next stage
     SEND_B / RECV_B   a gradient going backward to the previous stage
+Markers, read from PyTorch's schedule files (no micro-batch; printed e.g. UNSHARD:1):
+    UNSHARD, RESHARD  gather / free a sharded chunk's parameters (FSDP): mpipipe
+                      never shards parameters, so these do nothing here
+    REDUCE_GRAD       the chunk's gradients are complete: its data-parallel
+                      all-reduce may start here instead of at the step's end
+
+Overlapped pairs. DualPipe runs a forward and a backward "overlapped" (F&B),
+and PyTorch writes such a pair as one cell, (0F7;7B3)OVERLAP_F_B. mpipipe keeps
+the two actions and marks the first with `pairs_with_next`: one process
+computes one thing at a time, so the engine runs them one after the other,
+but lower() puts the messages of both around the pair, and the timelines draw
+the two as one pair (printed F7& BW3:1).
 
 Stages, ranks and chunks. A schedule has `num_ranks` ranks, each holding
 `chunks` chunks, so num_ranks * chunks stages in all. A chunk is one of a
@@ -35,27 +47,32 @@ from typing import NamedTuple
 F, BW, B, W = "F", "BW", "B", "W"
 RECOMPUTE = "R"
 SEND_F, RECV_F, SEND_B, RECV_B = "SEND_F", "RECV_F", "SEND_B", "RECV_B"
+UNSHARD, RESHARD, REDUCE_GRAD = "UNSHARD", "RESHARD", "REDUCE_GRAD"
 COMPUTE = (F, BW, B, W)
 BACKWARD_INPUT = (BW, B)   # actions that produce the gradient the previous stage needs
 STASH_RELEASE = (BW, W)    # actions after which a micro-batch's activations can go
 MESSAGES = (SEND_F, RECV_F, SEND_B, RECV_B)
+MARKERS = (UNSHARD, RESHARD, REDUCE_GRAD)
 
 
 @dataclass(frozen=True)
 class Action:
     kind: str
-    microbatch: int
+    microbatch: int | None      # None for markers
     chunk: int = 0
     peer: int | None = None
+    pairs_with_next: bool = False   # overlapped with the next action (see above)
 
     @property
     def is_compute(self):
         return self.kind in COMPUTE or self.kind == RECOMPUTE
 
     def __str__(self):
-        text = f"{self.kind}{self.microbatch}"
+        text = self.kind if self.microbatch is None else f"{self.kind}{self.microbatch}"
         if self.chunk:
             text += f":{self.chunk}"
+        if self.pairs_with_next:
+            text += "&"
         if self.kind in (SEND_F, SEND_B):
             text += f"->r{self.peer}"
         elif self.kind in (RECV_F, RECV_B):

@@ -9,6 +9,11 @@ For a compute action of stage s on rank r:
 No message is added where the neighbouring stage lives on the same rank (a
 V-shaped schedule's turn): the engine hands the array over directly.
 
+An overlapped pair (actions.py) is lowered as one unit, as PyTorch lowers
+its OVERLAP_F_B: the receives of both before the pair, the sends of both
+after it, so the pair stays together in the list. Markers (UNSHARD, ...)
+pass through as they are.
+
 Sends are non-blocking (Isend) and receives blocking, so a lowered schedule
 runs exactly as validate() and the simulator model it.
 """
@@ -20,29 +25,42 @@ from .actions import (BACKWARD_INPUT, F, RECV_B, RECV_F, SEND_B, SEND_F, Action,
 def lower(schedule):
     if schedule.lowered:
         return schedule
-    last = schedule.num_stages - 1
     programs = []
     for rank, program in enumerate(schedule.programs):
-        lowered = []
+        lowered, before, group, after = [], [], [], []
         for action in program:
-            stage = schedule.stage(rank, action.chunk)
-            mb, chunk = action.microbatch, action.chunk
-            before, after = [], []
-            if action.kind == F:
-                if stage > 0:
-                    before.append(_message(schedule, rank, RECV_F, mb, chunk, stage - 1))
-                if stage < last:
-                    after.append(_message(schedule, rank, SEND_F, mb, chunk, stage + 1))
-            elif action.kind in BACKWARD_INPUT:
-                if stage < last:
-                    before.append(_message(schedule, rank, RECV_B, mb, chunk, stage + 1))
-                if stage > 0:
-                    after.append(_message(schedule, rank, SEND_B, mb, chunk, stage - 1))
-            lowered += [a for a in before if a] + [action] + [a for a in after if a]
+            receives, sends = _messages(schedule, rank, action)
+            before += receives
+            group.append(action)
+            after += sends
+            if not action.pairs_with_next:      # the group (one action, or a pair) is complete
+                lowered += before + group + after
+                before, group, after = [], [], []
+        lowered += before + group + after       # a pair left open at the end (validate objects)
         programs.append(lowered)
     return Schedule(schedule.name, schedule.num_ranks, schedule.num_microbatches, programs,
                     chunks=schedule.chunks, stage_map=schedule.stage_map, lowered=True,
                     notes=dict(schedule.notes))
+
+
+def _messages(schedule, rank, action):
+    """(receives before, sends after) one compute action; none for W and markers."""
+    last = schedule.num_stages - 1
+    mb, chunk = action.microbatch, action.chunk
+    before, after = [], []
+    if action.kind == F:
+        stage = schedule.stage(rank, chunk)
+        if stage > 0:
+            before.append(_message(schedule, rank, RECV_F, mb, chunk, stage - 1))
+        if stage < last:
+            after.append(_message(schedule, rank, SEND_F, mb, chunk, stage + 1))
+    elif action.kind in BACKWARD_INPUT:
+        stage = schedule.stage(rank, chunk)
+        if stage < last:
+            before.append(_message(schedule, rank, RECV_B, mb, chunk, stage + 1))
+        if stage > 0:
+            after.append(_message(schedule, rank, SEND_B, mb, chunk, stage - 1))
+    return [a for a in before if a], [a for a in after if a]
 
 
 def _message(schedule, rank, kind, microbatch, chunk, peer_stage):

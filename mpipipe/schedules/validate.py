@@ -2,7 +2,9 @@
 
 Two kinds of check, each failing with a message that names the rank and action:
   1. bookkeeping: every stage runs F and a backward (BW, or B then W) exactly
-     once for every micro-batch, on the rank that holds it;
+     once for every micro-batch, on the rank that holds it; an overlapped pair
+     is two compute actions; a REDUCE_GRAD marker comes after the last backward
+     of its chunk;
   2. progress: the lowered lists are walked as the engine would run them
      (see walk.py); every send must meet its receive and every rank must
      reach the end of its list. A rank that would wait forever is named with
@@ -12,7 +14,7 @@ Two kinds of check, each failing with a message that names the rank and action:
 from collections import Counter
 
 from ..errors import ScheduleError
-from .actions import BW, COMPUTE, MESSAGES, B, F, W
+from .actions import BW, COMPUTE, MARKERS, MESSAGES, REDUCE_GRAD, STASH_RELEASE, B, F, W
 from .lower import lower
 from .walk import walk
 
@@ -33,12 +35,18 @@ def _check_bookkeeping(schedule):
         seen, first_at = Counter(), {}
         for index, action in enumerate(program):
             where = f"rank {rank}, action #{index} {action}"
-            if action.kind not in COMPUTE and not (schedule.lowered and action.kind in MESSAGES):
-                raise ScheduleError(f"{where}: unknown action kind {action.kind!r}")
-            if not 0 <= action.microbatch < m:
-                raise ScheduleError(f"{where}: micro-batch outside 0..{m - 1}")
+            known = action.kind in COMPUTE or action.kind in MARKERS or (
+                schedule.lowered and action.kind in MESSAGES)
+            if not known:
+                raise ScheduleError(f"{where}: unknown action kind {action.kind!r}", rank, action)
+            if action.kind not in MARKERS and not 0 <= action.microbatch < m:
+                raise ScheduleError(f"{where}: micro-batch outside 0..{m - 1}", rank, action)
             if not 0 <= action.chunk < V:
-                raise ScheduleError(f"{where}: chunk outside 0..{V - 1}")
+                raise ScheduleError(f"{where}: chunk outside 0..{V - 1}", rank, action)
+            if action.pairs_with_next and not (action.kind in COMPUTE and index + 1 < len(program)
+                                               and program[index + 1].kind in COMPUTE):
+                raise ScheduleError(f"{where}: an overlapped pair is two compute actions, one "
+                                    f"right after the other", rank, action)
             if action.kind in COMPUTE:
                 seen[action.kind, action.microbatch, action.chunk] += 1
                 first_at.setdefault((action.kind, action.microbatch, action.chunk), index)
@@ -46,6 +54,7 @@ def _check_bookkeeping(schedule):
         for mb in range(m):
             for chunk in range(V):
                 _check_one(rank, mb, chunk, seen)
+        _check_reductions(rank, program)
 
 
 def _check_order(rank, program, first_at):
@@ -55,7 +64,8 @@ def _check_order(rank, program, first_at):
         if needs and first_at.get((needs, mb, chunk), -1) > index:
             later = first_at[needs, mb, chunk]
             raise ScheduleError(f"rank {rank} runs {program[index]} (action #{index}) before "
-                                f"{program[later]} (action #{later}), which it needs")
+                                f"{program[later]} (action #{later}), which it needs",
+                                rank, program[index])
 
 
 def _check_one(rank, mb, chunk, seen):
@@ -71,4 +81,20 @@ def _check_one(rank, mb, chunk, seen):
     elif count[BW] > 1:
         problem = f"runs BW{label} {count[BW]} times (must be once)"
     if problem:
-        raise ScheduleError(f"rank {rank} {problem}")
+        raise ScheduleError(f"rank {rank} {problem}", rank)
+
+
+def _check_reductions(rank, program):
+    """A chunk's REDUCE_GRAD (at most one) comes after every BW or W of that chunk."""
+    reduced = {}
+    for index, action in enumerate(program):
+        if action.kind == REDUCE_GRAD:
+            if action.chunk in reduced:
+                raise ScheduleError(f"rank {rank}, action #{index}: a second {action} (the first "
+                                    f"is action #{reduced[action.chunk]})", rank, action)
+            reduced[action.chunk] = index
+        elif action.kind in STASH_RELEASE and action.chunk in reduced:
+            raise ScheduleError(f"rank {rank}: {program[reduced[action.chunk]]} (action "
+                                f"#{reduced[action.chunk]}) comes before {action} (action "
+                                f"#{index}): the reduction would miss its gradient",
+                                rank, program[reduced[action.chunk]])

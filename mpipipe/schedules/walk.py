@@ -16,7 +16,7 @@ import gc
 from collections import deque
 
 from ..errors import ScheduleError
-from .actions import (BACKWARD_INPUT, COMPUTE, F, RECV_B, RECV_F, SEND_B, SEND_F, Event)
+from .actions import (BACKWARD_INPUT, COMPUTE, F, MARKERS, RECV_B, RECV_F, SEND_B, SEND_F, Event)
 
 
 def walk(schedule, cost=None, latency=0.0):
@@ -65,8 +65,11 @@ def _walk(schedule, cost, latency):
             kind = action.kind
             message = _MESSAGE.get(kind)
             if message is None:
+                if kind in MARKERS:         # take no time and wait for nothing
+                    at += 1
+                    continue
                 if kind not in COMPUTE:
-                    raise ScheduleError(f"rank {rank}: unknown action {action!r}")
+                    raise ScheduleError(f"rank {rank}: unknown action {action!r}", rank, action)
                 stage = stages[action.chunk]
                 if check_handoffs:
                     check_handoffs(rank, action, stage)
@@ -80,7 +83,8 @@ def _walk(schedule, cost, latency):
                 if is_send:
                     key = (rank, action.peer, direction, action.microbatch, stage)
                     if key in in_flight:
-                        raise ScheduleError(f"rank {rank} sends {action} twice in one step")
+                        raise ScheduleError(f"rank {rank} sends {action} twice in one step",
+                                            rank, action)
                     in_flight[key] = now
                     record(Event(rank, action, now, now))
                     if key in blocked_on:
@@ -97,12 +101,27 @@ def _walk(schedule, cost, latency):
         clock[rank], position[rank] = now, at
         busy[rank] += computed
     if blocked_on:
-        raise ScheduleError(_deadlock_message(schedule, position, blocked_on))
+        first = min(blocked_on.values())
+        raise ScheduleError(_deadlock_message(schedule, position, blocked_on), first,
+                            schedule.programs[first][position[first]])
     if in_flight:
-        (src, dst, direction, mb, stage) = next(iter(in_flight))
+        key = next(iter(in_flight))
+        src, dst, direction, mb, stage = key
         raise ScheduleError(f"rank {src} sends {direction}{mb} (for stage {stage}) to rank {dst}, "
-                            f"which never receives it")
+                            f"which never receives it", src, _send_of(schedule, key))
     return events, clock, busy
+
+
+def _send_of(schedule, key):
+    """The send action behind a message key (src, dst, direction, mb, receiving stage)."""
+    src, dst, direction, mb, stage = key
+    for action in schedule.programs[src]:
+        message = _MESSAGE.get(action.kind)
+        if (message and message[:2] == (direction, True) and action.peer == dst
+                and action.microbatch == mb
+                and schedule.stage(src, action.chunk) + message[2] == stage):
+            return action
+    return None
 
 
 class _LocalHandoffs:
@@ -126,7 +145,7 @@ class _LocalHandoffs:
         if need and need not in self.done:
             raise ScheduleError(
                 f"rank {rank} runs {action} (stage {stage}) before {need[0]}{need[1]} of stage "
-                f"{need[2]}, which it needs and which this same rank only runs later")
+                f"{need[2]}, which it needs and which this same rank only runs later", rank, action)
         if kind == F:
             self.done.add(("F", mb, stage))
         elif kind in BACKWARD_INPUT:

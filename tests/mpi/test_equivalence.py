@@ -32,6 +32,7 @@ SETTINGS = {
     "zb-h1": dict(optimizer="sgd", data="teacher", layernorm=True),
     "zb-h2": dict(optimizer="sgd", data="spiral", activation="relu"),
     "zbv": dict(optimizer="sgd", data="teacher", layernorm=True, partition="params"),
+    "dualpipev": dict(optimizer="adam", data="spiral", activation="relu"),
 }
 
 
@@ -41,7 +42,7 @@ SETTINGS = {
 @pytest.mark.parametrize("pp,dp", CASES)
 def test_pipeline_trains_exactly_like_one_process(schedule, pp, dp, recompute):
     comm = group_of(pp * dp)
-    microbatches = 1 if schedule == "naive" else 4
+    microbatches = {"naive": 1, "dualpipev": max(4, 2 * pp)}.get(schedule, 4)
     config = TrainConfig(pp=pp, dp=dp, schedule=schedule, microbatches=microbatches,
                          global_batch=24 if schedule == "naive" else 32, steps=3, layers=9,
                          hidden=12, input_dim=6, output_dim=3, samples=200, timeout=60,
