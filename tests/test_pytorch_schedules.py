@@ -16,12 +16,11 @@ import sys
 import pytest
 
 from mpipipe.cli import main
+from mpipipe.launcher import mpiexec_command
 from mpipipe.schedules import GENERATORS, make_schedule, read_schedule_file, write_schedule_file
 
 torch = pytest.importorskip("torch")
 S = pytest.importorskip("torch.distributed.pipelining.schedules")
-
-from .test_cli import mpiexec  # noqa: E402
 
 # PyTorch's schedules with several stages per rank: (class, placement)
 MULTI = [("ScheduleInterleaved1F1B", "looped"), ("ScheduleLoopedBFS", "looped"),
@@ -116,7 +115,7 @@ def test_pytorch_reads_mpipipes_exports(tmp_path, name, comms):
 
 
 def train_file(ranks, path, *args):
-    command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpipipe", "train",
+    command = [*mpiexec_command(ranks), sys.executable, "-m", "mpipipe", "train",
                "--schedule-file", path, "--steps", "2", "--global-batch", "32", "--layers", "6",
                "--check", "--quiet", "--json", "--timeout", "60", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
