@@ -73,7 +73,7 @@ def action_overhead(steps):
     run = run_training(config, MPI.COMM_SELF, keep_all_steps=True)
     kinds = {"F": [], "BW": []}
     for *_, actions in run.records[1:]:
-        for action, start, end in actions:
+        for action, start, end, _ in actions:
             if action.kind in kinds:
                 kinds[action.kind].append(end - start)
     stage = run.chunks[0].layers

@@ -3,7 +3,7 @@
 Layout on disk (a choice that is hard to undo, so here is why):
 
     DIR/step-00000040/stage000.npz     one file per stage, written by replica 0
-    DIR/step-00000040/stage001.npz
+    DIR/step-00000040/stage001.npz     (with --tp T: stage001.tp0.npz ... one per shard)
     DIR/step-00000040/manifest.json    written last: its presence = complete
 
 Each stage file holds, for every block (layer) of that stage, the block's
@@ -11,7 +11,11 @@ parameters and the optimizer's state for them, named by the block's index in
 the whole model ("b3.params", "b3.m", ...). Storing by block, not by stage,
 is what lets a checkpoint written with one pp load into another: a rank takes
 the blocks its new stage holds, from whichever files have them. All replicas
-hold the same weights, so replica 0 writes and every replica reads.
+hold the same weights, so replica 0 writes and every replica reads. With
+tensor parallelism each rank of replica 0 writes its own shard, and a rank
+that loads joins a block's shards into the whole block and cuts its own
+share from it (model.join_block_shards, model.cut_block): a checkpoint
+written with one tp loads into any other, tp = 1 included.
 
 Every file is written to a temporary name, flushed to disk (fsync) and renamed,
 and the manifest only after every stage file is in place, so a crash at any
@@ -69,16 +73,18 @@ def run_info(setup):
     return {"spec": setup.spec.to_dict(), "optimizer": c.optimizer, "lr": c.lr, "data": c.data,
             "vocab": setup.dataset.vocab, "seed": c.seed, "global_batch": c.global_batch,
             "schedule": setup.schedule.name, "schedule_file": c.schedule_file, "pp": c.pp,
-            "dp": c.dp}
+            "dp": c.dp, "tp": c.tp}
 
 
 def save(setup, topology, step, chunks, waiter):
-    """Every rank: replica 0 writes its chunks' stages, then rank 0 marks the checkpoint
-    of `step` complete (engine.Chunk objects; p2p.Waiter for the barriers)."""
+    """Every rank: replica 0 writes its chunks' stages (each rank its tensor shard), then
+    rank 0 marks the checkpoint of `step` complete (engine.Chunk objects; p2p.Waiter for
+    the barriers)."""
     root = setup.config.checkpoint_dir
     if topology.dp_index == 0:
         for chunk in chunks:
-            save_stage(root, step, chunk.stage, chunk.blocks, chunk.layers, chunk.optimizer)
+            save_stage(root, step, chunk.stage, chunk.blocks, chunk.layers, chunk.optimizer,
+                       (topology.tp_index, topology.tp))
     waiter.barrier(topology.world)
     if topology.world_rank == 0:
         save_manifest(root, step, run_info(setup), setup.partition,
@@ -101,8 +107,14 @@ def resume_point(setup):
     return manifest, notes
 
 
-def save_stage(root, step, stage_index, block_indices, stage, optimizer):
-    """Write one stage's blocks and optimizer state (called by each rank of replica 0)."""
+def shard_file(name, tp_index, tp):
+    """The file of shard `tp_index` of stage file `name` (the name itself when tp = 1)."""
+    return name if tp == 1 else name.replace(".npz", f".tp{tp_index}.npz")
+
+
+def save_stage(root, step, stage_index, block_indices, stage, optimizer, shard=(0, 1)):
+    """Write one stage's blocks and optimizer state (called by each rank of replica 0;
+    `shard` = (tp index, tp): which tensor shard of the stage this rank holds)."""
     folder = step_dir(root, step)
     os.makedirs(folder, exist_ok=True)
     arrays = {}
@@ -115,7 +127,7 @@ def save_stage(root, step, stage_index, block_indices, stage, optimizer):
     for name, value in state.items():
         if np.ndim(value) == 0:
             arrays[f"scalar.{name}"] = to_host(value)
-    _atomic_write(os.path.join(folder, f"stage{stage_index:03d}.npz"),
+    _atomic_write(os.path.join(folder, shard_file(f"stage{stage_index:03d}.npz", *shard)),
                   lambda out: np.savez(out, **arrays))
 
 
@@ -183,25 +195,38 @@ def _differences(there, now):
     return ", ".join(f"{k} {there.get(k)} there, {now.get(k)} now" for k in keys)
 
 
-def load_stage(root, manifest, block_indices, stage, optimizer):
-    """Fill `stage` and `optimizer` with the blocks `block_indices` from the checkpoint."""
+def load_stage(root, manifest, block_indices, stage, optimizer, spec, tensor=None):
+    """Fill `stage` (model.Stage) and `optimizer` with the blocks `block_indices` from the
+    checkpoint, resharded from the checkpoint's tp into this run's `tensor` group
+    (tensor_parallel.TensorGroup; None: whole blocks)."""
+    from .model import cut_block, join_block_shards
+
     folder = step_dir(root, manifest["step"])
+    saved_tp = manifest.get("tp", 1)
     where_is = {b: f for f, blocks in manifest["files"].items() for b in blocks}
+    size, rank = (1, 0) if tensor is None else (tensor.size, tensor.rank)
     state = optimizer.state()
+    xp = array_module(stage.flat_params)
     loaded, scalars = {}, {}
     for block, where in zip(block_indices, stage.block_slices()):
         name = where_is.get(block)
         if name is None:
             raise ConfigError(f"the checkpoint has no layer {block}")
-        if name not in loaded:
-            loaded[name] = np.load(os.path.join(folder, name))
-        data = loaded[name]
-        xp = array_module(stage.flat_params)
-        stage.flat_params[where] = xp.asarray(data[f"b{block}.params"])
+        files = [shard_file(name, t, saved_tp) for t in range(saved_tp)]
+        for file in files:
+            if file not in loaded:
+                loaded[file] = np.load(os.path.join(folder, file))
+                scalars.update({k[7:]: loaded[file][k] for k in loaded[file].files
+                                if k.startswith("scalar.")})
+
+        def mine(key):       # this rank's share of the block's array `key`
+            whole = join_block_shards(spec, block, [loaded[f][f"b{block}.{key}"] for f in files])
+            return xp.asarray(cut_block(spec, block, whole, size, rank))
+
+        stage.flat_params[where] = mine("params")
         for key, value in state.items():
             if np.ndim(value) == 1:
-                value[where] = xp.asarray(data[f"b{block}.{key}"])
-        scalars.update({k[7:]: data[k] for k in data.files if k.startswith("scalar.")})
+                value[where] = mine(key)
     for key, value in state.items():
         if np.ndim(value) == 0 and key in scalars:
             state[key] = scalars[key]

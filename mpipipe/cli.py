@@ -4,7 +4,7 @@
     mpipipe simulate --schedule 1f1b --stages 4 --microbatches 8
     mpipipe simulate --schedule-file FILE.csv      a schedule in PyTorch's CSV format
     mpipipe export --schedule zbv --stages 4 --microbatches 8 FILE.csv
-    mpipipe topology --pp 4 --dp 2
+    mpipipe topology --tp 2 --pp 2 --dp 2
 
 Each rank uses one BLAS thread unless OMP_NUM_THREADS or OPENBLAS_NUM_THREADS
 says otherwise (see mpipipe/__init__.py). The heavier modules are imported
@@ -64,7 +64,13 @@ def build_parser():
                      help="chunks (virtual stages) per rank (interleaved, looped-bfs: default 2)")
     sim.add_argument("--costs", default="", help="action costs of a rank's share of the model, "
                      "e.g. F=1,B=1,W=1 (the defaults); the fused backward BW costs B+W unless "
-                     "BW= is given; a chunk costs 1/V; comm= adds a latency to every message")
+                     "BW= is given; a chunk costs 1/V; comm= adds a latency to every message; "
+                     "tp_comm= the tensor-parallel all-reduces of one forward (the input "
+                     "gradient pays as much again)")
+    sim.add_argument("--versus-tp", action="store_true", help="also plan the same model on "
+                     "the same ranks split by tensor parallelism instead (one stage, no bubble, "
+                     "every forward and backward paying tp_comm), and say above which tp_comm "
+                     "the pipeline is faster")
     sim.add_argument("--stage-costs", default="", help="a factor per stage (P x V of them) "
                      "multiplying its costs, e.g. 1,1,1,2 for a last stage twice as slow")
     sim.add_argument("--recompute", action="store_true", help="every backward first repeats "
@@ -121,9 +127,12 @@ def build_parser():
     rep.add_argument("--json", action="store_true", help="print one JSON object instead")
     rep.set_defaults(func=cmd_report)
 
-    top = commands.add_parser("topology", help="print the rank grid of a pp x dp run",
-                              description="Print which world rank holds which stage of which "
-                              "replica, and the communicators Comm.Split builds.")
+    top = commands.add_parser("topology", help="print the rank grid of a tp x pp x dp run",
+                              description="Print which world rank holds which stage (and which "
+                              "tensor shard of it) of which replica, and the communicators "
+                              "Comm.Split builds.")
+    top.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel ranks per stage "
+                     "(default 1)")
     top.add_argument("--pp", type=positive_int, default=4, help="pipeline stages (default 4)")
     top.add_argument("--dp", type=positive_int, default=2, help="data-parallel replicas (default 2)")
     top.set_defaults(func=cmd_topology)
@@ -146,7 +155,7 @@ def cmd_simulate(args):
     from .errors import ConfigError, ScheduleError
     from .plot import check_writable, needs_matplotlib
     from .schedules import BUBBLE_FORMULAS, schedule_from_file, validate, validated_schedule
-    from .simulate import Costs, simulate, steady_state
+    from .simulate import Costs, simulate, steady_state, tensor_or_pipeline
     from .timeline import render
 
     found = None
@@ -173,17 +182,24 @@ def cmd_simulate(args):
     timeline = simulate(schedule, costs)
     steady_time, steady_bubble = steady_state(schedule, costs)
     formula = None if found else BUBBLE_FORMULAS.get(name)
-    plain = costs.comm == 0 and not costs.recompute and not costs.stage_factors
+    plain = (costs.comm == 0 and costs.tp_comm == 0 and not costs.recompute
+             and not costs.stage_factors)
     textbook = formula(P, m, V, costs) if formula and plain else None
     ideal = max(timeline.busy)       # the busiest rank's work, with no waiting at all
     summary = {"schedule": name, "stages": P, "chunks": V, "microbatches": m,
-               "costs": {"F": costs.F, "B": costs.B, "W": costs.W, "BW": costs.of("BW"),
-                         "comm": costs.comm, "recompute": costs.recompute},
+               "costs": {"F": costs.F, "B": costs.B, "W": costs.W,
+                         "BW": costs.of("BW") - costs.tp_comm, "comm": costs.comm,
+                         "tp_comm": costs.tp_comm, "recompute": costs.recompute},
                "makespan": timeline.makespan, "bubble_fraction": timeline.bubble_fraction,
                "bubble_per_rank": timeline.makespan - ideal,
                "bubble_fraction_formula": textbook,
                "steady_state_step": steady_time, "steady_state_bubble_fraction": steady_bubble,
                "peak_stash": timeline.peak_stash}
+    versus = tensor_or_pipeline(schedule, costs) if args.versus_tp else None
+    if versus:
+        summary["versus_tp"] = {"pipeline_step": versus.pipeline.makespan,
+                                "tensor_step": versus.tensor.makespan,
+                                "break_even_tp_comm": versus.break_even_tp_comm}
     if found:
         summary["schedule_file"] = {"path": found.path, "flavour": found.flavour,
                                     "placement": found.placement,
@@ -199,7 +215,8 @@ def cmd_simulate(args):
         print("\n".join(found.describe()))
     chunks = f" x {V} chunks" if V > 1 else ""
     header = (f"{name}: {P} ranks{chunks}, {m} micro-batches, costs F={costs.F:g} "
-              f"B={costs.B:g} W={costs.W:g} (BW={costs.of('BW'):g}), comm={costs.comm:g}"
+              f"B={costs.B:g} W={costs.W:g} (BW={costs.of('BW') - costs.tp_comm:g}), "
+              f"comm={costs.comm:g}" + (f", tp_comm={costs.tp_comm:g}" if costs.tp_comm else "")
               + (", recompute" if costs.recompute else ""))
     print("\n".join(textwrap.wrap(header, args.width, subsequent_indent="  ")))
     print(render(timeline.events, P, timeline.makespan, width=args.width))
@@ -213,12 +230,27 @@ def cmd_simulate(args):
           f"(steps back to back, no flush)")
     print(f"peak stash       {' '.join(map(str, timeline.peak_stash))} "
           f"{'chunk-' if V > 1 else ''}micro-batches (rank 0..{P - 1})")
+    if versus:
+        print_versus(versus, costs)
     if args.actions:
         print(schedule)
     if args.timeline:
         draw_plan(args, schedule, timeline, P, m, V)
         print(f"timeline drawn in {args.timeline}")
     return 0
+
+
+def print_versus(versus, costs):
+    """`simulate --versus-tp`: the pipeline's step against tensor parallelism's."""
+    N, m, even = versus.ranks, versus.microbatches, versus.break_even_tp_comm
+    faster = "pipeline" if versus.pipeline.makespan < versus.tensor.makespan else "tensor"
+    print(f"\nthe same model on {N} ranks, {m} micro-batches, each rank computing 1/{N} of it:")
+    print(f"  pipeline  pp={N}: step {versus.pipeline.makespan:g} (bubble "
+          f"{versus.pipeline.bubble_fraction:.4f}, messages of comm={costs.comm:g})")
+    print(f"  tensor    tp={N}: step {versus.tensor.makespan:g} (no bubble; each forward and "
+          f"each backward pays tp_comm={costs.tp_comm:g})")
+    print(f"  -> the {faster} is faster here; the pipeline wins once one forward's tensor "
+          f"all-reduces (tp_comm) cost more than {even:.4g} ({even / costs.F:.1%} of F)")
 
 
 def draw_plan(args, schedule, timeline, P, m, V):
@@ -302,7 +334,7 @@ def parse_stage_factors(text, num_stages):
 def cmd_topology(args):
     from .topology import grid
 
-    print(grid(args.pp, args.dp))
+    print(grid(args.pp, args.dp, args.tp))
     return 0
 
 

@@ -57,8 +57,9 @@ def default_log_every(steps):
 class TrainConfig:
     """Every setting of a training run. None means: the default, filled in by prepare()."""
 
-    pp: int | None = None           # all ranks / dp
+    pp: int | None = None           # all ranks / (tp x dp)
     dp: int = 1
+    tp: int = 1                     # tensor-parallel ranks per stage (gpt only)
     schedule: str = "1f1b"
     schedule_file: str | None = None  # a schedule in PyTorch's CSV format, used instead of `schedule`
     microbatches: int | None = None  # default_microbatches(schedule)
@@ -127,6 +128,7 @@ class Setup:
         """The first line of a run: what is split how."""
         c = self.config
         chunks = f" x {c.chunks} chunks" if c.chunks > 1 else ""
+        tensor = f"tp={c.tp} x " if c.tp > 1 else ""
         if c.model == "gpt":
             model = (f"GPT of {c.layers} transformer blocks (width {c.hidden}, {c.heads} heads, "
                      f"{self.spec.seq_len} tokens a sample), blocks per stage {self.partition} "
@@ -135,7 +137,7 @@ class Setup:
             model = f"{c.layers} layers of width {c.hidden}, layers per stage {self.partition}"
         described = "".join(f"\n{line}" for line in self.schedule.notes.get("described", ()))
         return (f"mpipipe train: {self.schedule.name}{', recompute' if c.recompute else ''}, "
-                f"pp={c.pp}{chunks} x dp={c.dp}, {c.microbatches} micro-batch(es) of "
+                f"{tensor}pp={c.pp}{chunks} x dp={c.dp}, {c.microbatches} micro-batch(es) of "
                 f"{self.microbatch_size} (global batch {c.global_batch}), {model}, {c.data} "
                 f"data, {c.dtype}, {c.optimizer} lr={c.lr:g}" + described)
 
@@ -148,7 +150,7 @@ def with_defaults(config, world_size):
     for name, value in MODEL_DEFAULTS.get(c.model, {}).items():
         if getattr(c, name) is None:
             setattr(c, name, value)
-    c.pp, c.dp = check_grid(world_size, c.pp, c.dp)
+    c.pp, c.dp = check_grid(world_size, c.pp, c.dp, c.tp)
     if c.schedule_file is not None and (c.microbatches is None or c.chunks is None):
         _, file_microbatches, file_chunks = file_shape(c.schedule_file)   # the file's own
         c.microbatches = c.microbatches or file_microbatches
@@ -199,6 +201,7 @@ def prepare(config, world_size):
         raise ConfigError(f"global batch {c.global_batch} is larger than the data set ({len(dataset)})")
     if c.model == "gpt" and c.hidden % c.heads:
         raise ConfigError(f"--hidden {c.hidden} does not split into --heads {c.heads}")
+    _check_tensor_parallel(c)
     spec = _model_spec(c, dataset)
     schedule = _schedule(c)
     stages = schedule.num_stages
@@ -213,6 +216,25 @@ def prepare(config, world_size):
     return Setup(c, spec, dataset, partition, blocks, schedule,
                  c.global_batch // (c.microbatches * c.dp), shapes,
                  c.global_batch * dataset.tokens)
+
+
+def _check_tensor_parallel(c):
+    """--tp cuts every transformer block: the heads and the MLP's hidden units are shared out."""
+    if c.tp == 1:
+        return
+    if c.model != "gpt":
+        raise ConfigError(f"--tp {c.tp} splits the GPT's attention heads and MLP "
+                          f"(tensor_parallel.py); the {c.model} model is not split: use "
+                          f"--model gpt, or --tp 1")
+    if c.tp > c.heads:
+        raise ConfigError(f"--tp {c.tp} is more than the {c.heads} attention heads: each "
+                          f"tensor rank needs whole heads; use --tp {c.heads} or less, or more "
+                          f"--heads")
+    if c.hidden % c.tp:
+        raise ConfigError(f"--hidden {c.hidden} does not split into --tp {c.tp} equal parts")
+    if c.heads % c.tp:
+        raise ConfigError(f"--heads {c.heads} do not split into --tp {c.tp}: each tensor rank "
+                          f"needs the same number of heads (a divisor of {c.heads})")
 
 
 def _schedule(c):

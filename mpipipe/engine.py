@@ -13,10 +13,13 @@ A step: zero the gradients, run the list, finish the sends, all-reduce the
 gradients across data-parallel replicas, let the optimizer step. A chunk's
 all-reduce starts at its REDUCE_GRAD marker where the list has one (a
 schedule read from a PyTorch file), else after the list; UNSHARD and RESHARD
-do nothing (mpipipe never shards parameters). An overlapped pair is run as its
-two actions, one after the other. Every action
-is timed (start, end, relative to the step's start, which a barrier aligns
-across ranks) so the measured timeline can be drawn like the planned one.
+do nothing (FSDP's markers: mpipipe never gathers parameters for a compute).
+An overlapped pair is run as its two actions, one after the other. Every
+action is timed (start, end, relative to the step's start, which a barrier
+aligns across ranks) so the measured timeline can be drawn like the planned
+one. With tensor parallelism (--tp) the chunks hold shards of their layers,
+which all-reduce inside F, B and BW (never W) over the tensor group: the time
+an action spends in those all-reduces is noted in its Event.
 """
 
 import time
@@ -30,6 +33,7 @@ from .losses import LOSSES
 from .p2p import BufferPool, PointToPoint, Reduction
 from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, REDUCE_GRAD, RESHARD, SEND_B,
                                 SEND_F, UNSHARD, B, W, Action, Event, message_tag)
+from .tensor_parallel import TensorGroup
 
 
 @dataclass
@@ -54,12 +58,14 @@ class Stashed:
 
 
 class Engine:
-    def __init__(self, setup, topology, chunks, xp, waiter, transport="direct"):
+    def __init__(self, setup, topology, chunks, xp, waiter, transport="direct", tensor=None):
         """Run `setup`'s schedule (config.Setup) as this rank of `topology`.
 
         `chunks[c]` is this rank's Chunk c; `xp` the array module its arrays
         live in; `waiter` how it waits (p2p.Waiter); `transport` how device
-        arrays reach MPI ("direct" or "staged", see transport.py)."""
+        arrays reach MPI ("direct" or "staged", see transport.py); `tensor`
+        the tensor_parallel.TensorGroup the chunks' layers all-reduce in (its
+        all-reduces are counted per step and timed inside each action)."""
         config = setup.config
         self.schedule, self.topology, self.chunks, self.xp = setup.schedule, topology, chunks, xp
         self.pp_index = topology.pp_index
@@ -69,6 +75,9 @@ class Engine:
         self.dtype, self.recompute = np.dtype(config.dtype), config.recompute
         self.nan_check, self.waiter = config.nan_check, waiter
         self.p2p = PointToPoint(topology.pipe, waiter, transport)
+        self.tensor = tensor or TensorGroup(1, 0)
+        if self.p2p.staged:
+            self.tensor.staging = self.p2p.staging
         self.pool = BufferPool(xp)
         self.last_stage = self.schedule.num_stages - 1
         self.handlers = {F: self._forward, BW: self._backward, B: self._backward_input,
@@ -89,6 +98,8 @@ class Engine:
         self.reductions = {}           # chunk -> (all-reduce request, its buffer)
         self.held = self.peak_held = self.held_bytes = self.peak_bytes = 0
         self.events, self.wait_time = [], 0.0
+        self.sent = self.sent_bytes = 0             # pipeline messages of this step
+        tensor_before = self.tensor.totals()
         self.finite_checks = []        # (stage, direction, action, 0-d bool array), in order
         self.waiter.barrier(self.topology.world,
                             "the other ranks to start the step (one is stuck or has died)")
@@ -96,18 +107,21 @@ class Engine:
             on_start()
         self.t0 = time.perf_counter()
         for action in self.program:
-            self.action_start = time.perf_counter()
+            self.action_start, self.action_tensor = time.perf_counter(), self.tensor.seconds
             self.handlers[action.kind](action)
             self.events.append(Event(self.pp_index, action, self.action_start - self.t0,
-                                     time.perf_counter() - self.t0))
+                                     time.perf_counter() - self.t0,
+                                     self.tensor.seconds - self.action_tensor))
             if action.is_compute:
                 self.p2p.reap()
         self.p2p.finish()
+        self.tensor_step = [now - before for now, before in zip(self.tensor.totals(), tensor_before)]
         self.first_non_finite = self._first_non_finite()
         self._allreduce_gradients()
         for chunk in self.chunks:
             chunk.optimizer.step(chunk.layers.flat_grads)
-        return self.loss
+        # Every rank of a tensor group computes the same (replicated) loss: count it once.
+        return self.loss if self.topology.tp_index == 0 else 0.0
 
     # -- compute ------------------------------------------------------------------------
 
@@ -168,11 +182,12 @@ class Engine:
         """The forward's cache; under --recompute, run the forward again (traced as R)."""
         if entry.cache is not None:
             return entry.cache
-        start = time.perf_counter()
+        start, tensor_start = time.perf_counter(), self.tensor.seconds
         _, cache = self.chunks[action.chunk].layers.forward(entry.x)
-        self.action_start = time.perf_counter()
+        self.action_start, self.action_tensor = time.perf_counter(), self.tensor.seconds
         self.events.append(Event(self.pp_index, Action(RECOMPUTE, action.microbatch, action.chunk),
-                                 start - self.t0, self.action_start - self.t0))
+                                 start - self.t0, self.action_start - self.t0,
+                                 self.action_tensor - tensor_start))
         return cache
 
     def _check_finite(self, array, stage, direction, action):
@@ -196,6 +211,7 @@ class Engine:
     def _send(self, action):
         box = self.outbox if action.kind == SEND_F else self.grad_outbox
         array = box.pop((action.chunk, action.microbatch))
+        self.sent, self.sent_bytes = self.sent + 1, self.sent_bytes + array.nbytes
         self.p2p.send(array, action.peer, message_tag(self.schedule, self.pp_index, action))
 
     def _receive(self, action):

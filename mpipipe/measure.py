@@ -20,7 +20,7 @@ import numpy as np
 
 from .backend import to_host
 from .losses import LOSSES
-from .model import build_stage
+from .model import build_stage, join_stage_shards
 from .schedules.actions import Event
 from .simulate import Costs, costs_from_events, simulate
 from .timeline import bubble_fraction, in_ms, render
@@ -32,7 +32,8 @@ class StepLog:
     def __init__(self, keep_all_steps, last_step, run_start):
         self.keep_all_steps, self.last_step, self.run_start = keep_all_steps, last_step, run_start
         self.losses, self.step_times, self.busy, self.ends, self.waits = [], [], [], [], []
-        self.history = []   # kept steps: (step, start offset in s, [(action, start, end), ...])
+        self.messages, self.tensor = [], []     # per step: (sends, bytes); (all-reduces, bytes, s)
+        self.history = []   # kept steps: (step, start offset in s, [Event-like tuples, ...])
 
     def record(self, step, loss, seconds, engine):
         """After `step`: the world's loss, the step's wall time, and the engine's events."""
@@ -42,16 +43,22 @@ class StepLog:
         self.busy.append(sum(e.end - e.start for e in compute))
         self.ends.append(max((e.end for e in compute), default=0.0))
         self.waits.append(engine.wait_time)
+        self.messages.append((engine.sent, engine.sent_bytes))
+        self.tensor.append(tuple(engine.tensor_step))
         if self.keep_all_steps or step == self.last_step:
             self.history.append((step, engine.t0 - self.run_start,
-                                 [(e.action, e.start, e.end) for e in engine.events]))
+                                 [(e.action, e.start, e.end, e.collective) for e in engine.events]))
 
     def report(self, topology, engine, chunks, device, transport):
         """This rank's RankReport, once training is over (the weights copied to the host)."""
+        weight_bytes = sum(2 * ch.layers.flat_params.nbytes      # the parameters and gradients
+                           + sum(v.nbytes for v in ch.optimizer.state().values()
+                                 if np.ndim(v) == 1) for ch in chunks)
         return RankReport(topology.world_rank, topology.pp_index, topology.dp_index, self.busy,
                           self.ends, self.waits, self.history, engine.peak_held,
                           engine.peak_bytes, {ch.stage: to_host(ch.layers.flat_params)
-                                              for ch in chunks}, device, transport)
+                                              for ch in chunks}, device, transport,
+                          topology.tp_index, self.messages, self.tensor, weight_bytes)
 
 
 @dataclass
@@ -67,14 +74,20 @@ class RankReport:
     history: list           # StepLog.history
     peak_stash: int         # most micro-batches held at once
     peak_stash_bytes: int
-    params: dict            # stage -> its flat parameters, on the host
+    params: dict            # stage -> its flat parameters (its tensor shard), on the host
     device: str             # "cpu (why)" / "gpu (why)"
     transport: str          # "direct (why)" / "staged (why)"
+    tp_index: int = 0
+    messages: list = None   # per step: (pipeline sends, their bytes)
+    tensor: list = None     # per step: (tensor all-reduces, their bytes, seconds in them)
+    weight_bytes: int = 0   # parameters, gradients and optimizer state held
 
 
 @dataclass
 class Summary:
-    """The run's figures, the same on every rank (`--json` prints them, less the timeline)."""
+    """The run's figures, the same on every rank (`--json` prints them, less the timeline).
+    Lists "per rank" run over the ranks of replica 0 in world-rank order (with tp = 1:
+    one per stage)."""
 
     schedule: str
     pp: int
@@ -96,14 +109,22 @@ class Summary:
     bubble_fraction_planned: float      # the schedule with equal stages, free messages
     bubble_fraction_last_step: float    # measured
     bubble_fraction_last_step_planned: float   # resimulated with its own action times
-    comm_wait_s: list                   # median per step, per stage of replica 0
-    peak_stash: list                    # per stage of replica 0
+    comm_wait_s: list                   # median per step, per rank: waiting for pipeline messages
+    peak_stash: list                    # per rank
     peak_stash_bytes: list
     device: list                        # the distinct device lines of all ranks
     transport: list
     ranks_on_node: int
     cores: int
     timeline: str                       # the last step as it ran, in ASCII
+    tp: int = 1
+    messages_per_step: list = None      # per rank: pipeline sends in a step
+    message_bytes_per_step: list = None
+    tensor_allreduces_per_step: list = None   # per rank: tensor-parallel all-reduces in a step
+    tensor_bytes_per_step: list = None
+    tensor_wait_s: list = None          # median per step, per rank: time inside them
+    weight_bytes: list = None           # per rank: parameters + gradients + optimizer state
+    peak_memory_bytes: list = None      # per rank: weight_bytes + peak_stash_bytes
     held_out_loss: float | None = None  # token data: on samples never trained on
     held_out_accuracy: float | None = None
     held_out_exact: float | None = None
@@ -118,23 +139,31 @@ class Summary:
 
 def records_of(reports):
     """Every rank's kept steps, for trace.chrome_trace: (world rank, pp index, dp index,
-    step, offset, actions)."""
-    return [(r.world_rank, r.pp_index, r.dp_index, step, offset, actions)
+    tp index, step, offset, actions)."""
+    return [(r.world_rank, r.pp_index, r.dp_index, r.tp_index, step, offset, actions)
             for r in reports for step, offset, actions in r.history]
 
 
 def last_step_events(records, last_step):
-    """Replica 0's events of `last_step`, in seconds, one row per pipeline stage."""
-    return [Event(pp, action, start, end) for _, pp, dp, step, _, actions in records
-            if dp == 0 and step == last_step for action, start, end in actions]
+    """The events of `last_step`, in seconds, one row per pipeline stage: replica 0's
+    (and of each stage its tensor rank 0)."""
+    return [Event(pp, action, *times) for _, pp, dp, tp, step, _, actions in records
+            if dp == 0 and tp == 0 and step == last_step for action, *times in actions]
 
 
-def replica_weights(reports, dp):
-    """Each replica's whole model as one flat parameter vector (stages in order)."""
+def replica_weights(setup, reports):
+    """Each replica's whole model as one flat parameter vector (stages in order, the
+    tensor shards of each stage joined back into whole layers)."""
     weights = []
-    for d in range(dp):
-        by_stage = {s: p for r in reports if r.dp_index == d for s, p in r.params.items()}
-        weights.append(np.concatenate([by_stage[s] for s in sorted(by_stage)]))
+    for d in range(setup.config.dp):
+        shards = {}      # stage -> {tp index: flat}
+        for r in reports:
+            if r.dp_index == d:
+                for stage, flat in r.params.items():
+                    shards.setdefault(stage, {})[r.tp_index] = flat
+        weights.append(np.concatenate([
+            join_stage_shards(setup.spec, setup.blocks[s], [by_tp[t] for t in sorted(by_tp)])
+            if len(by_tp) > 1 else by_tp[0] for s, by_tp in sorted(shards.items())]))
     return weights
 
 
@@ -154,7 +183,7 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
     bubbles = [bubble_fraction(sum(r.busy[step] for r in reports), len(reports),
                                max(r.ends[step] for r in reports))
                for step in range(len(log.losses))]
-    replica0 = sorted((r for r in reports if r.dp_index == 0), key=lambda r: r.pp_index)
+    replica0 = sorted((r for r in reports if r.dp_index == 0), key=lambda r: r.world_rank)
     planned = simulate(setup.schedule, Costs(recompute=c.recompute))
     summary = Summary(
         schedule=setup.schedule.name, pp=c.pp, dp=c.dp, microbatches=c.microbatches, chunks=c.chunks,
@@ -168,7 +197,14 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
         bubble_fraction_last_step_planned=resimulated.bubble_fraction,
         comm_wait_s=[statistics.median(r.waits[measured]) for r in replica0],
         peak_stash=[r.peak_stash for r in replica0],
-        peak_stash_bytes=[r.peak_stash_bytes for r in replica0],
+        peak_stash_bytes=[r.peak_stash_bytes for r in replica0], tp=c.tp,
+        messages_per_step=[max(n for n, _ in r.messages) for r in replica0],
+        message_bytes_per_step=[max(b for _, b in r.messages) for r in replica0],
+        tensor_allreduces_per_step=[max(t[0] for t in r.tensor) for r in replica0],
+        tensor_bytes_per_step=[max(t[1] for t in r.tensor) for r in replica0],
+        tensor_wait_s=[statistics.median(t[2] for t in r.tensor[measured]) for r in replica0],
+        weight_bytes=[r.weight_bytes for r in replica0],
+        peak_memory_bytes=[r.weight_bytes + r.peak_stash_bytes for r in replica0],
         device=sorted({r.device for r in reports}),
         transport=sorted({r.transport for r in reports}),
         ranks_on_node=machine[0], cores=machine[1],

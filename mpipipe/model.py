@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .layers import GELU, LayerNorm, Linear, ReLU, Sequential, leaf_layers
+from .tensor_parallel import TensorGroup, join_flat, shard_block, shard_flat
 from .transformer import Embedding, lm_head, transformer_block
 
 ACTIVATIONS = {"gelu": GELU, "relu": ReLU}
@@ -55,11 +56,14 @@ class ModelSpec:
         return (self.output_dim if block == self.num_blocks else self.hidden,)
 
 
-def build_block(spec, index):
-    """Block `index` of the model described by `spec`, with its own seeded weights."""
+def build_block(spec, index, tensor=None):
+    """Block `index` of the model described by `spec`, with its own seeded weights; with
+    a tensor group (tensor_parallel.TensorGroup) of T > 1 ranks, this rank's shard of it,
+    cut from those same weights."""
     rng = np.random.default_rng([spec.seed, index])
     if spec.kind == "gpt":
-        return _gpt_block(spec, index, rng)
+        block = _gpt_block(spec, index, rng)
+        return block if tensor is None else shard_block(block, tensor)
     n_in = spec.input_dim if index == 0 else spec.hidden
     last = index == spec.layers - 1
     n_out = spec.output_dim if last else spec.hidden
@@ -132,6 +136,37 @@ class Stage(Sequential):
         return slices
 
 
-def build_stage(spec, block_indices, xp=np):
-    """The stage holding blocks `block_indices` (a range) of the model."""
-    return Stage([build_block(spec, i) for i in block_indices], xp=xp)
+def build_stage(spec, block_indices, xp=np, tensor=None):
+    """The stage holding blocks `block_indices` (a range) of the model (this rank's
+    shard of them, with a tensor group)."""
+    return Stage([build_block(spec, i, tensor) for i in block_indices], xp=xp)
+
+
+def join_block_shards(spec, index, shard_flats):
+    """Block `index`'s whole flat parameters from its tensor shards' (in tensor-rank order)."""
+    size = len(shard_flats)
+    if size == 1:
+        return np.asarray(shard_flats[0])
+    return join_flat(build_block(spec, index),
+                     [build_block(spec, index, TensorGroup(size, t)) for t in range(size)],
+                     shard_flats)
+
+
+def cut_block(spec, index, full_flat, size, rank):
+    """Tensor rank `rank` of `size`: its share of block `index`'s whole flat parameters."""
+    if size == 1:
+        return np.asarray(full_flat)
+    return shard_flat(build_block(spec, index), build_block(spec, index, TensorGroup(size, rank)),
+                      full_flat, size, rank)
+
+
+def join_stage_shards(spec, block_indices, shard_flats):
+    """A stage's whole flat parameters from its T shards' flat vectors (block by block)."""
+    shard_stages = [build_stage(spec, block_indices, tensor=TensorGroup(len(shard_flats), t))
+                    for t in range(len(shard_flats))]
+    pieces = []
+    for b, index in enumerate(block_indices):
+        pieces.append(join_block_shards(spec, index, [np.asarray(flat)[stage.block_slices()[b]]
+                                                      for stage, flat in zip(shard_stages,
+                                                                             shard_flats)]))
+    return np.concatenate(pieces) if pieces else np.zeros(0)

@@ -2,7 +2,7 @@
 
 The checkpoint stores every layer by its index (checkpoint.py), so the whole
 model can be rebuilt here from the files the pipeline's stages wrote, whatever
-pp and dp they ran with. Generation is greedy (temperature 0) or sampled, one
+pp, dp and tp they ran with (tensor shards are joined into whole layers). Generation is greedy (temperature 0) or sampled, one
 character at a time, feeding back at most the model's context length.
 """
 
@@ -25,7 +25,7 @@ def load_model(root):
                           f"mpipipe sample needs one trained with --model gpt")
     model = build_stage(spec, range(spec.num_blocks))
     checkpoint.load_stage(root, manifest, range(spec.num_blocks), model,
-                          SGD(model.flat_params, momentum=0))
+                          SGD(model.flat_params, momentum=0), spec)
     return model, spec, manifest["vocab"]
 
 

@@ -1,9 +1,13 @@
 """Run a schedule on a model of the machine instead of on MPI.
 
-A cost model (`Costs`: the time of F, B, W and of a message) turns a lowered
-schedule into a planned timeline by walking it as the engine would run it
-(schedules/walk.py). The same costs can be read back from a measured step
-(`costs_from_events`), so a plan and a measurement can be compared.
+A cost model (`Costs`: the time of F, B, W, of a message and of the tensor-
+parallel all-reduces) turns a lowered schedule into a planned timeline by
+walking it as the engine would run it (schedules/walk.py). The same costs can
+be read back from a measured step (`costs_from_events`), so a plan and a
+measurement can be compared. `tensor_or_pipeline` plans the same model on N
+ranks both ways, split into N stages or into N tensor shards, and says how
+slow the tensor all-reduces must be before the pipeline wins; `allreduce_time`
+and `message_time` turn a link's latency and bandwidth into those costs.
 """
 
 from dataclasses import dataclass, replace
@@ -21,6 +25,9 @@ class Costs:
     BW (the fused backward) costs B + W unless given. With V chunks per rank a
     chunk's action costs 1/V of these. `recompute` adds a forward to every
     backward (activation checkpointing); `comm` delays every message.
+    `tp_comm` is the time of the tensor-parallel all-reduces in one forward of
+    the rank's share (two per transformer block); the input gradient (B, BW)
+    pays as much again (f's backward), W nothing.
     """
 
     F: float = 1.0
@@ -30,26 +37,31 @@ class Costs:
     comm: float = 0.0
     recompute: bool = False
     stage_factors: tuple = ()   # per stage, multiplies its costs (e.g. a slower last stage)
+    tp_comm: float = 0.0
 
     def of(self, kind, chunks=1, stage=None):
         if kind == BW:
             cost = self.B + self.W if self.BW is None else self.BW
         else:
             cost = {F: self.F, B: self.B, W: self.W}[kind]
+        if kind != W:
+            cost += self.tp_comm
         if self.recompute and kind in BACKWARD_INPUT:
-            cost += self.F
+            cost += self.F + self.tp_comm
         if stage is not None and stage < len(self.stage_factors):
             cost *= self.stage_factors[stage]
         return cost / chunks
 
     @classmethod
     def parse(cls, text):
-        """'F=1,B=2' -> Costs(F=1, B=2). Keys: F, B, W, BW, comm."""
+        """'F=1,B=2' -> Costs(F=1, B=2). Keys: F, B, W, BW, comm, tp_comm."""
         values = {}
+        keys = ("F", "B", "W", "BW", "comm", "tp_comm")
         for item in filter(None, (part.strip() for part in (text or "").split(","))):
             key, sep, value = item.partition("=")
-            if not sep or key.strip() not in ("F", "B", "W", "BW", "comm"):
-                raise ValueError(f"bad cost {item!r}: expected KEY=NUMBER with KEY in F, B, W, BW, comm")
+            if not sep or key.strip() not in keys:
+                raise ValueError(f"bad cost {item!r}: expected KEY=NUMBER with KEY in "
+                                 f"{', '.join(keys)}")
             try:
                 values[key.strip()] = float(value)
             except ValueError:
@@ -142,3 +154,48 @@ def peak_stash(schedule):
                 held -= 1
         peaks.append(peak)
     return peaks
+
+
+# -- tensor or pipeline? -------------------------------------------------------------------
+
+def message_time(nbytes, latency, bandwidth):
+    """One point-to-point message: the latency, then the bytes at the link's bandwidth."""
+    return latency + nbytes / bandwidth
+
+
+def allreduce_time(nbytes, ranks, latency, bandwidth):
+    """A ring all-reduce of `nbytes` over `ranks`: 2 (ranks - 1) rounds, each one latency
+    and 1/ranks of the array (reduce-scatter, then all-gather)."""
+    if ranks == 1:
+        return 0.0
+    return 2 * (ranks - 1) * (latency + nbytes / (ranks * bandwidth))
+
+
+@dataclass
+class Versus:
+    """The same model on N ranks, planned as a pipeline and as tensor parallelism."""
+
+    ranks: int
+    microbatches: int
+    pipeline: Timeline          # N stages under the schedule asked for
+    tensor: Timeline            # one stage, each action paying its tensor all-reduces
+    break_even_tp_comm: float   # tp_comm above which the pipeline's step is the shorter
+
+
+def tensor_or_pipeline(schedule, costs):
+    """Plan `schedule` (N ranks, m micro-batches) against tensor parallelism over the
+    same N ranks. `costs` are a rank's share under either split (1/N of the model's
+    compute, as both divide it evenly), `comm` the pipeline's message, `tp_comm` the
+    tensor all-reduces of one forward. Tensor parallelism has no bubble and no
+    pipeline messages, but every forward and every input gradient pays tp_comm."""
+    from .schedules import validated_schedule
+
+    m = schedule.num_microbatches
+    pipeline = simulate(schedule, replace(costs, tp_comm=0.0))
+    one_stage = validated_schedule("1f1b", 1, m)
+    alone = replace(costs, comm=0.0, stage_factors=())
+    tensor = simulate(one_stage, alone)
+    silent = simulate(one_stage, replace(alone, tp_comm=0.0))     # its compute alone
+    talks = m * (3 if costs.recompute else 2)    # tp_comm paid per micro-batch: F, BW (, R)
+    return Versus(schedule.num_ranks, m, pipeline, tensor,
+                  (pipeline.makespan - silent.makespan) / talks)

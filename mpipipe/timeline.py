@@ -12,8 +12,9 @@ Each compute action is a box as wide as it lasts, labelled with its kind and
 micro-batch where the label fits (lower case for odd chunks, so that the
 chunks of an interleaved schedule tell apart; `&` ends the first action of an
 overlapped pair, F7&bw3); '.' is time the rank spends not
-computing (waiting for a peer: the bubble). A long timeline is cut into panels
-of at most `width` columns rather than squeezed until the labels vanish.
+computing (waiting for a peer: the bubble); '~' inside a box is the share of
+that action spent in tensor-parallel all-reduces. A long timeline is cut into
+panels of at most `width` columns rather than squeezed until the labels vanish.
 """
 
 import math
@@ -60,10 +61,12 @@ class Timeline:
 
 def in_ms(events):
     """Events timed in seconds (as the engine measures) -> in milliseconds (as shown)."""
-    return [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end) for e in events]
+    return [Event(e.rank, e.action, 1e3 * e.start, 1e3 * e.end, 1e3 * e.collective)
+            for e in events]
 
 
 IDLE = "."
+COLLECTIVE = "~"
 MAX_PANELS = 3
 LABEL_COLUMNS = 3   # columns the shortest action should get, so "F12" fits
 
@@ -93,6 +96,9 @@ def render(events, num_ranks, makespan=None, width=80, title=None, unit="time un
             lines.append(f"{'':>{prefix}}lower case: actions of odd chunks")
         if any(e.action.pairs_with_next for e in compute):
             lines.append(f"{'':>{prefix}}'&': an overlapped pair (F&B), run one after the other")
+        if any(e.collective > 0 for e in compute):
+            lines.append(f"{'':>{prefix}}'{COLLECTIVE}': the part of an action spent in "
+                         f"tensor-parallel all-reduces (at its end, however spread)")
     return "\n".join(lines)
 
 
@@ -135,4 +141,8 @@ def _draw_row(events, scale, total):
         if len(label) > last - first:
             label = label[: len(label) - len(str(event.action.microbatch))][: last - first]
         row[first:last] = list(label.ljust(last - first))
+        talk = min(last - first, int(round(event.collective * scale)))
+        for column in range(last - talk, last):
+            if row[column] == " ":
+                row[column] = COLLECTIVE
     return row

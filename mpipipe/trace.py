@@ -6,9 +6,11 @@ arguments. Waiting for a message is a slice of its own (category "wait"), so
 the time a rank spends blocked on a peer is as visible as its compute.
 `mpipipe report FILE` reads the same file back (report.py).
 
-The records handed to `chrome_trace` are (world rank, pp index, dp index,
-step, step offset in seconds, [(action, start, end), ...]) with start and end
-relative to the step's start, which a barrier aligns across ranks.
+The records handed to `chrome_trace` are (world rank, pp index, dp index, tp
+index, step, step offset in seconds, [(action, start, end, collective), ...])
+with start and end relative to the step's start, which a barrier aligns
+across ranks; `collective` is the part of a compute action spent in
+tensor-parallel all-reduces (a slice's "tensor_allreduce_ms" argument).
 """
 
 import json
@@ -29,20 +31,24 @@ def category(action):
 def chrome_trace(records, meta):
     """The trace as a dict, ready for json.dump."""
     events = []
-    for world_rank, pp_index, dp_index in sorted({record[:3] for record in records}):
+    for world_rank, pp_index, dp_index, tp_index in sorted({record[:4] for record in records}):
+        shard = f", shard {tp_index}" if meta.get("tp", 1) > 1 else ""
         events.append({"ph": "M", "name": "process_name", "pid": world_rank,
-                       "args": {"name": f"rank {world_rank} (stage {pp_index}, replica {dp_index})"}})
+                       "args": {"name": f"rank {world_rank} (stage {pp_index}{shard}, "
+                                        f"replica {dp_index})"}})
         events.append({"ph": "M", "name": "process_sort_index", "pid": world_rank,
                        "args": {"sort_index": world_rank}})
-    for world_rank, pp_index, dp_index, step, offset, actions in records:
-        for action, start, end in actions:
+    for world_rank, pp_index, dp_index, tp_index, step, offset, actions in records:
+        for action, start, end, collective in actions:
             name = f"wait {action}" if action.kind in WAITS else str(action)
+            args = {"kind": action.kind, "microbatch": action.microbatch, "chunk": action.chunk,
+                    "step": step, "stage_rank": pp_index, "replica": dp_index}
+            if collective:
+                args["tensor_allreduce_ms"] = round(collective * 1e3, 6)
             events.append({
                 "ph": "X", "name": name, "cat": category(action), "pid": world_rank, "tid": 0,
                 "ts": round((offset + start) * 1e6, 3), "dur": round((end - start) * 1e6, 3),
-                "args": {"kind": action.kind, "microbatch": action.microbatch,
-                         "chunk": action.chunk, "step": step, "stage_rank": pp_index,
-                         "replica": dp_index}})
+                "args": args})
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta}
 
 

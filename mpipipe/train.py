@@ -26,6 +26,7 @@ from .model import build_stage
 from .optim import make_optimizer
 from .p2p import Waiter, WaitTimeout
 from .reference import check_against_one_process
+from .tensor_parallel import TensorGroup
 from .transport import choose as choose_transport
 
 
@@ -64,12 +65,13 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     if first_step >= c.steps:
         raise ConfigError(f"nothing to do: the checkpoint is at step {first_step} and "
                           f"--steps is {c.steps}; ask for more steps")
-    grid = topo.build(comm, c.pp, c.dp)
+    grid = topo.build(comm, c.pp, c.dp, c.tp)
     device, xp, device_reason = select_device(c.device, _local_rank(grid))
     transport, transport_reason = choose_transport(c.transport, device)
     waiter = Waiter.for_node(c.wait, c.timeout, grid.node.Get_size())
-    chunks = _build_chunks(setup, grid, xp, manifest)
-    engine = Engine(setup, grid, chunks, xp, waiter, transport)
+    tensor = TensorGroup.of(grid.tensor, waiter)
+    chunks = _build_chunks(setup, grid, xp, manifest, tensor)
+    engine = Engine(setup, grid, chunks, xp, waiter, transport, tensor)
     rank0 = comm.Get_rank() == 0
     say = log if (log and rank0) else (lambda line: None)
     say(setup.banner())
@@ -108,7 +110,7 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     if rank0:
         run.records = measure.records_of(reports)
         run.events = measure.last_step_events(run.records, c.steps - 1)
-        run.weights = measure.replica_weights(reports, c.dp)
+        run.weights = measure.replica_weights(setup, reports)
         run.resimulated = measure.resimulate(setup, run.events)
         verdict = (check_against_one_process(setup, steps.losses, run.weights, first_step)
                    if check else None)
@@ -133,15 +135,17 @@ def _local_rank(grid):
     return counted if told is None else told
 
 
-def _build_chunks(setup, grid, xp, manifest):
-    """This rank's chunks, with fresh weights or, when resuming, the checkpoint's."""
+def _build_chunks(setup, grid, xp, manifest, tensor):
+    """This rank's chunks (its tensor shard of them), with fresh weights or, when
+    resuming, the checkpoint's."""
     c, chunks = setup.config, []
     for stage in setup.schedule.stage_map[grid.pp_index]:
-        layers = build_stage(setup.spec, setup.blocks[stage], xp=xp)
+        layers = build_stage(setup.spec, setup.blocks[stage], xp=xp, tensor=tensor)
         chunk = Chunk(stage, setup.blocks[stage], layers,
                       make_optimizer(c.optimizer, layers.flat_params, c.lr))
         if manifest:
-            checkpoint.load_stage(c.checkpoint_dir, manifest, chunk.blocks, layers, chunk.optimizer)
+            checkpoint.load_stage(c.checkpoint_dir, manifest, chunk.blocks, layers,
+                                  chunk.optimizer, setup.spec, tensor)
         chunks.append(chunk)
     return chunks
 

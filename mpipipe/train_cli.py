@@ -51,11 +51,15 @@ def add_parser(commands):
         description="Train a model (an MLP, or with --model gpt a small transformer) on "
         "embedded data or a text file, pipelined: each MPI rank holds one pipeline stage (or "
         f"several chunks, for {', '.join(with_chunks)}), and dp replicas of the pipeline "
-        "average their gradients. Launch with e.g. `mpiexec -n 4 mpipipe train`: "
-        "ranks = pp x dp.",
-        epilog="Rank layout: world rank = dp_index * pp + pp_index (see `mpipipe topology`).")
+        "average their gradients; with --tp every stage is itself split over tp ranks. Launch "
+        "with e.g. `mpiexec -n 4 mpipipe train`: ranks = tp x pp x dp.",
+        epilog="Rank layout: world rank = (dp_index * pp + pp_index) * tp + tp_index (see "
+        "`mpipipe topology`).")
     add = train.add_argument_group("parallelism").add_argument
-    add("--pp", type=int, help="pipeline stages (default: all ranks / dp)")
+    add("--tp", type=int, help="tensor-parallel ranks per stage: every transformer block's "
+        "heads and MLP split among them (Megatron-style; --model gpt only) "
+        f"({default('tp')})")
+    add("--pp", type=int, help="pipeline stages (default: all ranks / (tp x dp))")
     add("--dp", type=int, help=f"data-parallel replicas ({default('dp')})")
     add("--schedule", choices=config.SCHEDULES,
         help=f"pipeline schedule ({default('schedule')})")
@@ -249,7 +253,7 @@ def save_pictures(args, run):
     if args.trace:
         from .trace import chrome_trace, save
 
-        meta = {k: getattr(s, k) for k in ("schedule", "pp", "dp", "microbatches", "chunks",
+        meta = {k: getattr(s, k) for k in ("schedule", "tp", "pp", "dp", "microbatches", "chunks",
                                            "recompute", "global_batch", "dtype")}
         save(args.trace, chrome_trace(run.records, meta))
         print(f"trace saved in {args.trace} (mpipipe report {args.trace})", flush=True)
@@ -271,8 +275,10 @@ def save_pictures(args, run):
 
 def print_summary(s):
     """The summary block of `mpipipe train` (measure.Summary `s`)."""
+    kib = lambda values: " ".join(f"{v / 1024:.0f}" for v in values)    # noqa: E731
+    grid = (f"tp={s.tp}, " if s.tp > 1 else "") + f"pp={s.pp}, dp={s.dp}"
     lines = ["", "summary",
-             f"  schedule      {s.schedule}  (pp={s.pp}, dp={s.dp}, {s.microbatches} micro-batches "
+             f"  schedule      {s.schedule}  ({grid}, {s.microbatches} micro-batches "
              f"of {s.microbatch_size}" + (f", {s.chunks} chunks per rank" if s.chunks > 1 else "")
              + (", recompute" if s.recompute else "") + ")",
              f"  device        {'; '.join(s.device)}",
@@ -283,11 +289,21 @@ def print_summary(s):
              f"  last step     bubble {s.bubble_fraction_last_step:.3f} measured, "
              f"{s.bubble_fraction_last_step_planned:.3f} planned with each stage's "
              f"measured action times",
+             "  messages      " + " ".join(map(str, s.messages_per_step)) + " sends, "
+             + kib(s.message_bytes_per_step) + " KiB per step (pipeline, rank 0..)",
              "  comm wait     " + " ".join(f"{w * 1e3:.2f}" for w in s.comm_wait_s)
-             + " ms per step (rank 0..)",
-             "  peak stash    " + " ".join(map(str, s.peak_stash)) + " micro-batches, "
-             + " ".join(f"{b / 1024:.0f}" for b in s.peak_stash_bytes) + " KiB (rank 0..)",
-             f"  final loss    {s.final_loss:.6f}"]
+             + " ms per step (rank 0..)"]
+    if s.tp > 1:
+        lines += ["  tensor        " + " ".join(map(str, s.tensor_allreduces_per_step))
+                  + " all-reduces, " + kib(s.tensor_bytes_per_step) + " KiB, "
+                  + " ".join(f"{w * 1e3:.2f}" for w in s.tensor_wait_s)
+                  + " ms in them per step (rank 0..)"]
+    lines += ["  peak stash    " + " ".join(map(str, s.peak_stash)) + " micro-batches, "
+              + kib(s.peak_stash_bytes) + " KiB (rank 0..)",
+              "  memory        " + kib(s.peak_memory_bytes) + " KiB at the peak (rank 0..): "
+              "weights, gradients and optimizer state " + kib(s.weight_bytes) + " KiB, "
+              "plus the peak stash",
+              f"  final loss    {s.final_loss:.6f}"]
     if s.ranks_on_node > s.cores:
         lines.append(f"  note          {s.ranks_on_node} ranks share {s.cores} cores here: at "
                      f"most {s.cores / s.ranks_on_node:.0%} of the rank-time can be compute")
@@ -305,5 +321,6 @@ def print_summary(s):
             lines.append("                float32 rounds differently in another summation order, "
                          "and training makes the differences grow step by step: "
                          "for an exact check use --dtype float64")
-    lines += ["", "timeline of the last step (measured, pipeline of replica 0):", s.timeline]
+    lines += ["", "timeline of the last step (measured, pipeline of replica 0"
+              + (", tensor rank 0 of each stage" if s.tp > 1 else "") + "):", s.timeline]
     print("\n".join(lines), flush=True)

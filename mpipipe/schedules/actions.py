@@ -86,12 +86,14 @@ class Event(NamedTuple):
     """One action on one rank, from start to end (a receive: the time spent waiting).
 
     The simulator plans events and the engine measures them; both timelines are
-    lists of these, so they are measured and drawn by the same code."""
+    lists of these, so they are measured and drawn by the same code. `collective`:
+    the part of a compute action spent in tensor-parallel all-reduces."""
 
     rank: int
     action: Action
     start: float
     end: float
+    collective: float = 0.0
 
 
 @dataclass
