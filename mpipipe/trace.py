@@ -7,7 +7,7 @@ the time a rank spends blocked on a peer is as visible as its compute.
 `mpipipe report FILE` reads the same file back (report.py).
 
 The records handed to `chrome_trace` are (world rank, pp index, dp index, tp
-index, step, step offset in seconds, [(action, start, end, collective), ...])
+index, step, step offset in seconds, [(action, start, end[, collective]), ...])
 with start and end relative to the step's start, which a barrier aligns
 across ranks; `collective` is the part of a compute action spent in
 tensor-parallel all-reduces (a slice's "tensor_allreduce_ms" argument).
@@ -39,7 +39,8 @@ def chrome_trace(records, meta):
         events.append({"ph": "M", "name": "process_sort_index", "pid": world_rank,
                        "args": {"sort_index": world_rank}})
     for world_rank, pp_index, dp_index, tp_index, step, offset, actions in records:
-        for action, start, end, collective in actions:
+        for action, start, end, *collective in actions:
+            collective = collective[0] if collective else 0.0
             name = f"wait {action}" if action.kind in WAITS else str(action)
             args = {"kind": action.kind, "microbatch": action.microbatch, "chunk": action.chunk,
                     "step": step, "stage_rank": pp_index, "replica": dp_index}

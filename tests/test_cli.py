@@ -68,6 +68,42 @@ def test_topology(capsys):
     assert "replica 2:  rank 4  rank 5" in capsys.readouterr().out
 
 
+def test_topology_of_a_3d_grid(capsys):
+    assert main(["topology", "--tp", "2", "--pp", "2", "--dp", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "replica 0:  [ 0 1 ]  [ 2 3 ]" in out and "tp=2 x pp=2 x dp=2 = 8 ranks" in out
+
+
+def test_simulate_versus_tp_gives_the_break_even(capsys):
+    """1F1B on 2 ranks, m = 8, F=B=W=1: the pipeline's step is (m+P-1) 3 = 27; tensor
+    parallelism's is m (3 + 2 tp_comm), equal when tp_comm = 3 (P-1) / (2 m) = 0.1875."""
+    assert main(["simulate", "--stages", "2", "--microbatches", "8", "--costs", "tp_comm=0.25",
+                 "--versus-tp", "--json"]) == 0
+    versus = json.loads(capsys.readouterr().out)["versus_tp"]
+    assert versus["pipeline_step"] == 27 and versus["tensor_step"] == 8 * (3 + 0.5)
+    assert abs(versus["break_even_tp_comm"] - 0.1875) < 1e-12
+    assert main(["simulate", "--stages", "2", "--microbatches", "8", "--costs", "tp_comm=0.1",
+                 "--versus-tp"]) == 0
+    assert "the tensor is faster here; the pipeline wins once one forward's tensor " \
+           "all-reduces (tp_comm) cost more than 0.1875" in capsys.readouterr().out
+
+
+def test_train_with_tensor_parallelism_reports_its_all_reduces():
+    done = run_mpi(4, "--model", "gpt", "--tp", "2", "--pp", "2", "--layers", "2", "--hidden",
+                   "16", "--heads", "2", "--steps", "3", "--dtype", "float64", "--check",
+                   "--json", "--microbatches", "4", "--global-batch", "16")
+    assert done.returncode == 0, done.stderr
+    assert "tp=2 x pp=2 x dp=1" in done.stdout and "check         passed" in done.stdout
+    assert "'~': the part of an action spent in tensor-parallel all-reduces" in done.stdout
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    # stage 0: embedding + 1 block, stage 1: 1 block + head; 4 all-reduces a block and
+    # micro-batch; a (4, 9, 16) float64 activation each (9 tokens a sample)
+    assert summary["tp"] == 2 and summary["tensor_allreduces_per_step"] == [16, 16, 16, 16]
+    assert summary["tensor_bytes_per_step"] == [16 * 4 * 9 * 16 * 8] * 4
+    assert summary["messages_per_step"] == [4, 4, 4, 4]
+    assert len(summary["peak_memory_bytes"]) == 4 and len(summary["tensor_wait_s"]) == 4
+
+
 def test_train_under_mpiexec_prints_loss_summary_timeline_and_json():
     done = run_mpi(2, "--steps", "6", "--microbatches", "4", "--check", "--json")
     assert done.returncode == 0, done.stderr
@@ -90,6 +126,8 @@ def test_train_under_mpiexec_prints_loss_summary_timeline_and_json():
     (4, ["--layers", "3"], "4 pipeline stages but the model has only 3 layers"),
     (2, ["--schedule", "zigzag"], "invalid choice: 'zigzag'"),
     (2, ["--partition", "5,x"], "use uniform, params, or block counts"),
+    (6, ["--model", "gpt", "--tp", "2", "--pp", "2", "--dp", "2"],
+     "6 MPI rank(s) cannot form a tp=2 x pp=2 x dp=2 grid, which needs 8"),
 ])
 def test_bad_input_fails_once_on_all_ranks_without_a_traceback(ranks, args, message):
     done = run_mpi(ranks, *args, timeout=60)

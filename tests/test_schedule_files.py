@@ -249,7 +249,7 @@ def test_markers_in_a_trace_and_its_report():
 
     actions = [(Action(F, 0), 0.0, 1.0), (Action("REDUCE_GRAD", None), 1.0, 1.5),
                (Action(BW, 0), 1.5, 2.5)]
-    trace = chrome_trace([(0, 0, 0, 0, 0.0, actions)], {})
+    trace = chrome_trace([(0, 0, 0, 0, 0, 0.0, actions)], {})
     slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert [(e["name"], e["cat"]) for e in slices] == [
         ("F0", "compute"), ("REDUCE_GRAD", "marker"), ("BW0", "compute")]

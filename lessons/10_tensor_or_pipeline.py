@@ -1,0 +1,157 @@
+"""Lesson 10: tensor or pipeline parallelism? The same GPT on 2 ranks, split both ways.
+
+    mpiexec -n 2 python lessons/10_tensor_or_pipeline.py
+
+Tensor parallelism (tp = 2) gives each rank half of every block: half of the
+attention heads, half of the MLP's hidden units (mpipipe/tensor_parallel.py).
+The ranks all-reduce inside every block: g after attention and after the MLP
+going forward, f before each going backward, 4 per block and micro-batch.
+Pipeline parallelism (pp = 2) gives each rank whole blocks and sends one
+activation forward and one gradient back per micro-batch across the cut.
+
+Both runs train the same model on the same batches, checked against one
+process. The lesson counts every message and all-reduce, compares each count
+with its formula (a disagreement prints WRONG and fails the lesson), doubles
+the micro-batches and then the layers to show how each kind of talk grows,
+and ends with the simulator's answer to "when would the pipeline be faster?".
+"""
+
+import sys
+from statistics import mean
+
+from _common import WORLD, main_guard, say
+from mpipipe.config import TrainConfig
+from mpipipe.schedules import validated_schedule
+from mpipipe.simulate import Costs, allreduce_time, tensor_or_pipeline
+from mpipipe.train import run_training
+
+WIDTH, HEADS, BATCH = 64, 4, 32
+GPT = dict(model="gpt", hidden=WIDTH, heads=HEADS, global_batch=BATCH, steps=4,
+           dtype="float64", optimizer="adam", samples=512, schedule="1f1b")
+
+
+def train(split, microbatches, layers):
+    """One run on the 2 ranks: split "tp" or "pp"; (measure.Summary, rank 0's Run)."""
+    grid = dict(tp=2, pp=1) if split == "tp" else dict(tp=1, pp=2)
+    run = run_training(TrainConfig(microbatches=microbatches, layers=layers, **grid, **GPT),
+                       WORLD, check=True)
+    return run.summary, run
+
+
+def expected(split, m, layers, sample_bytes):
+    """(talks per step and rank, bytes per step and rank): the formulas."""
+    if split == "tp":        # every rank holds every block: 4 all-reduces a block and micro-batch
+        talks = 4 * layers * m
+    else:                    # one cut: each rank sends one message per micro-batch across it
+        talks = m
+    return talks, talks * (BATCH // m) * sample_bytes
+
+
+def main():
+    if WORLD.Get_size() != 2:
+        say("this lesson compares two ways of using 2 ranks: mpiexec -n 2 python "
+            f"{sys.argv[0]}")
+        return 2
+    wrong, rows, runs = [], [], {}
+    for m, layers, what in ((4, 2, "m = 4, L = 2"), (8, 2, "m = 8, L = 2"),
+                            (4, 4, "m = 4, L = 4")):
+        cells = []
+        for split in ("tp", "pp"):
+            s, run = train(split, m, layers)
+            runs[(split, m, layers)] = (s, run)
+            tokens = run.setup.spec.seq_len
+            talks_measured = (s.tensor_allreduces_per_step if split == "tp"
+                              else s.messages_per_step)
+            bytes_measured = (s.tensor_bytes_per_step if split == "tp"
+                              else s.message_bytes_per_step)
+            talks, nbytes = expected(split, m, layers, tokens * WIDTH * 8)
+            agrees = True
+            for rank in range(2):
+                if (talks_measured[rank], bytes_measured[rank]) != (talks, nbytes):
+                    agrees = False
+                    wrong.append(f"{split}, {what}, rank {rank}: measured {talks_measured[rank]} "
+                                 f"talks and {bytes_measured[rank]} bytes per step, the formula "
+                                 f"says {talks} and {nbytes}")
+            if not s.check.passed:
+                wrong.append(f"{split}, {what}: not the one-process training ({s.check})")
+            each = bytes_measured[0] / max(1, talks_measured[0]) / 1024
+            cells.append(f"{talks_measured[0]:>3} x {each:4.1f} KiB = "
+                         f"{bytes_measured[0] / 1024:6.1f} KiB" + ("  ok" if agrees else "  WRONG"))
+        rows.append(f"  {what:<18} {cells[0]:<34} {cells[1]}")
+    tp, tp_run = runs[("tp", 4, 2)]
+    pp, pp_run = runs[("pp", 4, 2)]
+    kib = lambda values: " / ".join(f"{v / 1024:.0f}" for v in values) + " KiB"   # noqa: E731
+    row = lambda label, left, right="": f"{label:<20} {left:<34} {right}"        # noqa: E731
+    same = lambda s: "the same training" if s.check.passed else "NOT the same training"  # noqa
+    say(f"The same GPT (width {WIDTH}, {HEADS} heads, global batch {BATCH}, float64) on 2 ranks, "
+        "two ways:", "",
+        row("", "tensor parallel, tp = 2", "pipeline, pp = 2"),
+        row("what it splits", "every block: 2 of 4 heads and", f"whole blocks: {pp.partition} "
+            "per stage"),
+        row("", "128 of 256 MLP units per rank", "(the embedding and the head count)"),
+        row("how it talks", "Allreduce inside every block,", "Send/Recv at the cut,"),
+        row("", "4 per block and micro-batch", "1 per micro-batch and rank"),
+        "talk per step and rank, measured ('ok': equal to the formula 4 L m, resp. m):",
+        *rows,
+        row("step time", f"{tp.step_time_s * 1e3:.1f} ms", f"{pp.step_time_s * 1e3:.1f} ms"),
+        row("bubble", f"{tp.bubble_fraction:.3f} (one stage: none)",
+            f"{pp.bubble_fraction:.3f} (planned {pp.bubble_fraction_planned:.3f})"),
+        row("waiting for talk", f"{mean(tp.tensor_wait_s) * 1e3:.1f} ms in all-reduces",
+            f"{mean(pp.comm_wait_s) * 1e3:.1f} ms for messages (per step)"),
+        row("memory per rank", kib(tp.peak_memory_bytes), kib(pp.peak_memory_bytes)
+            + " (rank 0 / 1)"),
+        row("  activations", kib(tp.peak_stash_bytes), kib(pp.peak_stash_bytes) + " at the peak"),
+        row("what stalls it", "a slow link: every block waits", "too few micro-batches:"),
+        row("", "for its all-reduces", "the bubble (P-1)/(m+P-1)"),
+        row("one process?", same(tp), same(pp)), "",
+        "read it: doubling m doubles both counts and leaves the bytes alone (the same batch in",
+        "smaller pieces); doubling the layers doubles tensor parallelism's talk and leaves the",
+        "pipeline's alone: it talks only at the cut, tensor parallelism inside every layer.")
+    if WORLD.Get_rank() == 0:
+        break_even(tp_run, pp_run)
+    if wrong:
+        say("", *(f"WRONG: {line}" for line in wrong))
+        return 1
+    return 0
+
+
+def break_even(tp_run, pp_run):
+    """The simulator with this machine's measured times: when would pp = 2 beat tp = 2?"""
+    compute = {}
+    for kind in ("F", "BW"):
+        compute[kind] = mean(e.end - e.start - e.collective for e in tp_run.events
+                             if e.action.kind == kind)
+    talk = mean(e.collective for e in tp_run.events if e.action.kind == "F")
+    m = tp_run.setup.config.microbatches
+    costs = Costs(F=compute["F"], B=compute["BW"] / 2, W=compute["BW"] / 2, tp_comm=talk)
+    versus = tensor_or_pipeline(validated_schedule("1f1b", 2, m), costs)
+    even = versus.break_even_tp_comm
+    spec = tp_run.setup.spec
+    nbytes = tp_run.setup.microbatch_size * spec.seq_len * WIDTH * 8
+    # a forward of 2 blocks makes 4 all-reduces; solve 4 x allreduce_time(bandwidth) = even
+    latency = 5e-6
+    per_allreduce = even / (2 * spec.layers)
+    budget = per_allreduce / 2 - latency            # a ring of 2: 2 rounds of latency + bytes/2
+    link = (nbytes / 2 / budget) if budget > 0 else None
+    faster = "pipeline" if pp_run.summary.step_time_s < tp_run.summary.step_time_s else "tensor"
+    say("", f"when would the pipeline be faster? (simulated, 1F1B, m = {m}, with the times "
+        "measured above)",
+        f"  a forward's compute {compute['F'] * 1e3:.3f} ms, its tensor all-reduces "
+        f"{talk * 1e3:.3f} ms here",
+        f"  pp = 2 wins once a forward's all-reduces take more than {even * 1e3:.3f} ms "
+        f"({even / compute['F']:.0%} of its compute)",
+        f"  = {2 * spec.layers} all-reduces of {nbytes / 1024:.0f} KiB each: on a link of 5 us "
+        "latency, "
+        + (f"one slower than {link / 1e9:.2f} GB/s" if link else "at any bandwidth"),
+        f"  check: at that bandwidth one all-reduce takes "
+        f"{allreduce_time(nbytes, 2, latency, link) * 1e3:.3f} ms" if link else "",
+        f"  with {talk * 1e3:.3f} ms here the simulator expects the "
+        f"{'pipeline' if talk > even else 'tensor split'} to be faster;",
+        f"  measured, the {faster} was: pp {pp_run.summary.step_time_s * 1e3:.1f} ms, "
+        f"tp {tp_run.summary.step_time_s * 1e3:.1f} ms per step")
+
+
+if __name__ == "__main__":
+    status = []                  # main's exit status, once main_guard has let it run
+    main_guard(lambda: status.append(main()))
+    sys.exit(status[0] if status else 1)

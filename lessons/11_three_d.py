@@ -1,0 +1,142 @@
+"""Lesson 11: tensor x pipeline x data parallelism for real, a miniature of GPT-3's layout.
+
+    mpiexec -n 8 python lessons/11_three_d.py
+
+GPT-3 175B was trained on 1024 GPUs as tensor parallel 8 (inside a node) x
+pipeline 16 (across nodes) x data parallel 8 (lesson 9 did its pipeline
+arithmetic). Here 8 ranks run the same layout at 2 x 2 x 2: each stage of the
+GPT is split over a tensor group of 2 ranks, the 2 stages form a pipeline,
+and 2 such pipelines average their gradients. The ranks are laid out as
+mpipipe/topology.py says (world rank = (dp_index * pp + pp_index) * tp +
+tp_index) and split with Comm.Split into their three communicators.
+
+The lesson prints the grid, what each rank's communicators hold, and for each
+rank what it said per step (tensor all-reduces, pipeline messages, the
+data-parallel all-reduce), each beside its formula: a mismatch prints WRONG
+and fails the lesson. The training is checked against one process. Then the
+same formulas, fed GPT-3's sizes, give what each GPU of the real run says per
+step: the reason tensor parallelism stays inside a node.
+"""
+
+import sys
+
+from _common import WORLD, main_guard, say
+from mpipipe.config import TrainConfig
+from mpipipe.topology import communicators, grid
+from mpipipe.train import run_training
+
+TP, PP, DP = 2, 2, 2
+WIDTH, BATCH, MICRO = 32, 16, 4
+
+
+def talk_per_step(width, tokens, sample_batch, m, blocks, neighbours, params, number_bytes):
+    """Per rank and step: (tensor all-reduces, their bytes), (pipeline sends, their bytes),
+    data-parallel all-reduce bytes. One activation is sample_batch x tokens x width."""
+    activation = sample_batch * tokens * width * number_bytes
+    tensor = 4 * blocks * m                 # g, g forward; f, f backward, per block and micro-batch
+    sends = neighbours * m                  # one per micro-batch to each neighbouring stage
+    return (tensor, tensor * activation), (sends, sends * activation), params * number_bytes
+
+
+def params_of_a_rank(width, vocab, tokens, tp, blocks, embedding, head):
+    """Parameters a tensor rank holds: its share of each block, the whole embedding/head."""
+    h = width
+    shard = (h * 3 * h + 3 * h) // tp + (h * h) // tp + h        # q/k/v; out rows; out bias
+    shard += (h * 4 * h + 4 * h) // tp + (4 * h * h) // tp + h   # MLP up; down rows; down bias
+    shard += 2 * 2 * h                                           # two LayerNorms, replicated
+    total = blocks * shard
+    total += (vocab * h + tokens * h) if embedding else 0
+    total += (2 * h + h * vocab + vocab) if head else 0
+    return total
+
+
+def main():
+    if WORLD.Get_size() != TP * PP * DP:
+        say(f"this lesson is the 2 x 2 x 2 grid: mpiexec -n 8 python {sys.argv[0]}")
+        return 2
+    config = TrainConfig(model="gpt", tp=TP, pp=PP, dp=DP, layers=2, hidden=WIDTH, heads=2,
+                         partition=[2, 2], global_batch=BATCH, microbatches=MICRO, steps=3,
+                         samples=256, dtype="float64", optimizer="adam", schedule="1f1b")
+    run = run_training(config, WORLD, check=True)
+    g, s, setup = run.topology, run.summary, run.setup
+    mine = {"rank": g.world_rank, "tp": g.tp_index, "pp": g.pp_index, "dp": g.dp_index,
+            "tensor": g.tensor.allgather(g.world_rank), "pipe": g.pipe.allgather(g.world_rank),
+            "data": g.data.allgather(g.world_rank),
+            "params": sum(ch.layers.flat_params.size for ch in run.chunks)}
+    ranks = WORLD.gather(mine, root=0)
+    if WORLD.Get_rank() != 0:
+        return 0
+    vocab, tokens = setup.spec.input_dim, setup.spec.seq_len
+    groups, wrong, rows = communicators(TP, PP, DP), [], []
+    for r in ranks:
+        for kind in ("tensor", "pipe", "data"):
+            if sorted(r[kind]) not in groups[kind]:
+                wrong.append(f"rank {r['rank']}: its {kind} communicator holds {r[kind]}")
+        first, last = r["pp"] == 0, r["pp"] == PP - 1
+        formula = talk_per_step(WIDTH, tokens, BATCH // (DP * MICRO), MICRO, 1, 1,
+                                params_of_a_rank(WIDTH, vocab, tokens, TP, 1, first, last), 8)
+        if r["dp"] == 0:          # the summary's per-rank figures are replica 0's
+            i = r["tp"] + TP * r["pp"]
+            measured = ((s.tensor_allreduces_per_step[i], s.tensor_bytes_per_step[i]),
+                        (s.messages_per_step[i], s.message_bytes_per_step[i]))
+            if measured != formula[:2]:
+                wrong.append(f"rank {r['rank']}: measured {measured}, the formulas say "
+                             f"{formula[:2]}")
+        if r["params"] * 8 != formula[2]:
+            wrong.append(f"rank {r['rank']}: holds {r['params']} parameters, the formula says "
+                         f"{formula[2] // 8}")
+        (tensor, tensor_bytes), (sends, send_bytes), data_bytes = formula
+        members = [" ".join(map(str, r[kind])) for kind in ("tensor", "pipe", "data")]
+        rows.append(f"  {r['rank']:>4} {r['tp']:>5} {r['pp']:>5} {r['dp']:>7}  {members[0]:<7} "
+                    f"{members[1]:<8} {members[2]:<7} {tensor:>3} x "
+                    f"{tensor_bytes // tensor / 1024:.1f} KiB      {sends:>2} x "
+                    f"{send_bytes // sends / 1024:.1f} KiB    {data_bytes / 1024:.1f} KiB")
+    say(grid(PP, DP, TP), "",
+        "each rank: where it sits, its communicators as Comm.Split made them, and what it says",
+        "per step, each figure measured and checked against its formula:",
+        "                           communicators            per step",
+        "  rank shard stage replica  tensor  pipeline data    tensor all-reduces  "
+        "pipeline sends  gradients",
+        *rows, "",
+        f"the GPT (width {WIDTH}, blocks per stage {setup.partition}), {s.steps} steps, "
+        f"{MICRO} micro-batches of {s.microbatch_size} per replica:",
+        f"final loss {s.final_loss:.6f};",
+        f"against one process: losses differ by {s.check.loss_rel_err:.1e}, weights by "
+        f"{s.check.weight_rel_err:.1e}: "
+        + ("the same training." if s.check.passed else "NOT the same training!"), "")
+    gpt3()
+    if wrong or not s.check.passed:
+        say(*(f"WRONG: {line}" for line in wrong or ["not the one-process training"]))
+        return 1
+    return 0
+
+
+def gpt3():
+    """The same formulas with GPT-3 175B's sizes (Megatron-LM's 1024-GPU run, fp16)."""
+    width, tokens, layers, tp, pp, dp, batch = 12288, 2048, 96, 8, 16, 8, 1536
+    m, blocks = batch // dp, layers // pp             # micro-batch 1: m = 192 per pipeline
+    params = blocks * 12 * width * width // tp        # a block: 4 h^2 attention + 8 h^2 MLP
+    (tensor, tensor_bytes), (sends, send_bytes), grads = talk_per_step(
+        width, tokens, 1, m, blocks, 2, params, 2)
+    gib = 1024 ** 3
+    say(f"the same formulas for GPT-3 175B: tp={tp} x pp={pp} x dp={dp} = {tp * pp * dp} GPUs, "
+        f"{blocks} blocks a stage,",
+        f"m = {batch}/{dp} = {m} micro-batches of 1 sequence, fp16; one GPU of a middle stage, "
+        "per step:",
+        f"  tensor all-reduces   {tensor} x {tensor_bytes // tensor / 2**20:.0f} MiB = "
+        f"{tensor_bytes / gib:.0f} GiB   inside its node (NVLink, hundreds of GB/s)",
+        f"  pipeline sends       {sends} x {send_bytes // sends / 2**20:.0f} MiB = "
+        f"{send_bytes / gib:.0f} GiB    to the next and previous node (Megatron-LM sends",
+        f"                       1/{tp} of each, one slice per tensor rank, and gathers it "
+        f"again: {send_bytes / tp / gib:.1f} GiB)",
+        f"  gradient all-reduce  1 x {grads / gib:.1f} GiB             once per step, "
+        f"across the {dp} replicas",
+        f"tensor parallelism moves {tensor_bytes / send_bytes:.0f} times the pipeline's bytes "
+        f"({tensor_bytes * tp / send_bytes:.0f} times with the slices), in every layer,",
+        "on the critical path: that is why it stays on the links inside a node.")
+
+
+if __name__ == "__main__":
+    status = []                  # main's exit status, once main_guard has let it run
+    main_guard(lambda: status.append(main()))
+    sys.exit(status[0] if status else 1)
