@@ -220,7 +220,7 @@ def test_the_readmes_count_the_exercises_and_points():
     from .test_grader_plants import PLANTED
 
     table = (ROOT / "lessons" / "exercises" / "README.md").read_text()
-    rows = re.findall(r"^\| `(ex\d_\w+)\.py` \|.*\| (\d+) \|$", table, re.MULTILINE)
+    rows = re.findall(r"^\| `(ex\d+_\w+)\.py` \|.*\| (\d+) \|$", table, re.MULTILINE)
     assert rows == [(e.name, str(e.max_points)) for e in EXERCISES]
     assert f"{TOTAL} points in all" in table
     serial = sum(e.max_points for e in EXERCISES if e.ranks == 1)

@@ -286,6 +286,51 @@ PLANTED.update({
 })
 
 
+CONJUGATE_PAIR = """
+    from mpipipe.layers import GELU
+
+    def mlp_forward(x, W1, b1, W2, b2, allreduce):
+        a, cache = GELU().forward(x @ W1 + b1)
+        {forward}
+        return y, cache
+
+    def mlp_backward_input(dy, cache, W1, W2, allreduce):
+        {backward}
+"""
+
+
+def conjugate_pair(forward="y = allreduce(a @ W2) + b2",
+                   backward="return allreduce(GELU().backward_input(dy @ W2.T, cache) @ W1.T)"):
+    return "ex10_conjugate_pair.py", CONJUGATE_PAIR.format(forward=forward, backward=backward)
+
+
+PLANTED.update({
+    "pair: b1 forgotten": (*conjugate_pair(forward="y = allreduce(GELU().forward(x @ W1)[0] @ "
+                                                   "W2) + b2"), 0,
+        "mlp_forward on 1 rank (nothing split) differs from GELU(x @ W1 + b1) @ W2 + b2"),
+    "pair: a shape mistake": (*conjugate_pair(forward="y = allreduce(a @ W2.T) + b2"), 0,
+        "mlp_forward(array(3, 4), array(4, 16), array(16,), array(16, 4), array(4,), allreduce) "
+        "raised ValueError: matmul: Input operand 1 has a mismatch"),
+    "pair: b2 before the sum": (*conjugate_pair(forward="y = allreduce(a @ W2 + b2)"), 1,
+        "mlp_forward on 2 ranks (D=8): b2 is counted 2 times: every rank adds it before the sum"),
+    "pair: no g": (*conjugate_pair(forward="y = a @ W2 + b2"), 1,
+        "mlp_forward on 2 ranks (D=8): rank 0's y is only its own share of the output"),
+    "pair: g on some ranks only": (*conjugate_pair(
+        forward="y = a @ W2\n        y = (allreduce(y) if W1[0, 0] > 0 else y) + b2"), 1,
+        "mlp_forward on 4 ranks: rank 0 0 time(s), rank 1 0 time(s), rank 2 1 time(s), rank 3 1 "
+        "time(s) called allreduce: every rank of a tensor group must call it equally often, or "
+        "the others wait forever"),
+    "pair: no f backward": (*conjugate_pair(backward="return GELU().backward_input(dy @ W2.T, "
+                                                     "cache) @ W1.T"),
+        4, "mlp_backward_input on 2 ranks (D=8): rank 0's dx is only what reaches x through its "
+           "own hidden units"),
+    "pair: dy summed too": (*conjugate_pair(
+        backward="dy = allreduce(dy)\n        return allreduce(GELU().backward_input(dy @ W2.T, "
+                 "cache) @ W1.T)"),
+        4, "mlp_backward_input on 2 ranks (D=8): dx is 2 times too large: dy is already the same "
+           "on every rank"),
+})
+
 def plant(folder, name):
     """Write the planted mistake `name` into folder, over the file it replaces."""
     file, code, _, _ = PLANTED[name]
@@ -297,7 +342,7 @@ def test_a_planted_mistake_gets_its_feedback(tmp_path, name):
     """The points, the feedback, and the steps: passed up to the one that failed, then skipped."""
     file, _, points, feedback = PLANTED[name]
     plant(tmp_path, name)
-    [result] = grade(tmp_path, [file[:3]])
+    [result] = grade(tmp_path, [file.split("_")[0]])
     assert feedback in result.feedback
     assert result.points == points
     outcomes = [step.outcome for step in result.steps]

@@ -16,6 +16,8 @@ from .schedule_checks import (bubble_matches_the_simulator, colours_group,
                               runs_without_deadlock)
 from .send_recv import RANKS, SEND_RECV_STEPS
 from .steps import Exercise, Step, grade_steps
+from .tensor_checks import (backward_on_one_rank, backward_sums_once, forward_on_one_rank,
+                            forward_sums_once)
 from .under_mpi import grade_under_mpiexec
 from .zero_bubble_checks import bubble_falls_to_zb_h1s, keeps_1f1b_memory, splits_and_runs
 
@@ -49,6 +51,11 @@ EXERCISES = [
         Step("splits_and_runs", 2, splits_and_runs),
         Step("keeps_1f1b_memory", 1, keeps_1f1b_memory),
         Step("bubble_falls_to_zb_h1s", 2, bubble_falls_to_zb_h1s)]),
+    Exercise("ex10_conjugate_pair", [
+        Step("forward_on_one_rank", 1, forward_on_one_rank),
+        Step("forward_sums_once", 2, forward_sums_once),
+        Step("backward_on_one_rank", 1, backward_on_one_rank),
+        Step("backward_sums_once", 2, backward_sums_once)]),
 ]
 BY_NAME = {exercise.name: exercise for exercise in EXERCISES}
 
@@ -60,15 +67,22 @@ def grade_exercise(exercise, path, seconds=TIME_LIMIT):
     return grade_steps(exercise, path, seconds)
 
 
+def named(exercise, name):
+    """Does `name` name `exercise`: its whole name or a start of it, where a number is
+    whole ("ex1" is ex1_gpipe, not ex10_conjugate_pair)?"""
+    full = exercise.name
+    return full.startswith(name) and not (name[-1:].isdigit() and full[len(name):][:1].isdigit())
+
+
 def choose(names=None):
-    """The exercises whose names start with one of `names` (all if none given)."""
+    """The exercises named by one of `names` (all if none given)."""
     if not names:
         return list(EXERCISES)
-    unknown = [n for n in names if not any(e.name.startswith(n) for e in EXERCISES)]
+    unknown = [n for n in names if not any(named(e, n) for e in EXERCISES)]
     if unknown:
         raise NotAnExercisesFolder(f"no exercise named {unknown[0]}: choose from "
                                    f"{', '.join(e.name for e in EXERCISES)}")
-    return [e for e in EXERCISES if any(e.name.startswith(n) for n in names)]
+    return [e for e in EXERCISES if any(named(e, n) for n in names)]
 
 
 def check_folder(path):

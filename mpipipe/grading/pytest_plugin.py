@@ -172,8 +172,12 @@ class StepItem(pytest.Item):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Without --with-mpi, skip the steps that need MPI ranks, saying how to grade them
+    """The steps in the course's order (pytest collects files by name: ex10 before ex2);
+    without --with-mpi, skip the steps that need MPI ranks, saying how to grade them
     (before pytest-mpi adds its own, vaguer, reason)."""
+    order = {exercise.name: index for index, exercise in enumerate(EXERCISES)}
+    items.sort(key=lambda item: order.get(item.parent.exercise.name, -1)
+               if isinstance(item, StepItem) else -1)     # stable: other tests stay first
     if under_mpi(config):
         return
     for item in items:
