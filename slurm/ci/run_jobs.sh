@@ -14,6 +14,10 @@
 #   ci-cpu-2nodes   cpu_multi_node   2 nodes x 2 ranks, pp 2 x dp 2   COMPLETED, replica k on node k+1
 #   ci-gpu-1node    gpu_single_node  1 node x 2 ranks x 2 GPUs        COMPLETED, each rank sees both GPUs
 #   ci-gpu-2nodes   gpu_multi_node   2 nodes x 2 ranks x 2 GPUs       COMPLETED, pp 2 x dp 2, ditto
+#   ci-tp-2nodes    cpu_multi_node   2 nodes x 2 ranks, a GPT at      COMPLETED, each tensor group
+#                                    tp 2 x pp 1 x dp 2               (= replica) on one node
+#   ci-tp-spans     cpu_multi_node   2 nodes x 2 ranks, tp 4 x dp 1   FAILED before srun: a tensor
+#                                                                     group would span the nodes
 #   ci-bad-arg      cpu_single_node  with an option mpipipe lacks     FAILED: the expected failure
 #   ci-timelimit    cpu_single_node  1-minute limit, rank 1 hangs at  TIMEOUT, checkpoint of step 3 left
 #                                    step 4 (mpipipe's fault injection)
@@ -161,6 +165,9 @@ if [ -n "$TIMELIMIT" ]; then
 fi
 submit ci-cpu-1node cpu_single_node.sbatch
 submit ci-cpu-2nodes cpu_multi_node.sbatch
+MPIPIPE_TP=2 MPIPIPE_TRAIN_ARGS="--model gpt --hidden 16 --heads 2 --layers 2 --global-batch 16" \
+    submit ci-tp-2nodes cpu_multi_node.sbatch
+MPIPIPE_TP=4 MPIPIPE_DP=1 submit ci-tp-spans cpu_multi_node.sbatch
 MPIPIPE_TRAIN_ARGS="--hidden 16 --no-such-option" \
     submit ci-bad-arg cpu_single_node.sbatch
 if [ -n "$HAVE_GPUS" ]; then
@@ -177,6 +184,15 @@ wait_jobs "${NAMES[@]}" || fail "jobs did not end within ${LIMIT}s"
 REF="ci-cpu-1node-${ID[ci-cpu-1node]}.json"
 expect ci-cpu-1node COMPLETED 0 && summary ci-cpu-1node --pp 4 --dp 1 --nodes 1
 expect ci-cpu-2nodes COMPLETED 0 && summary ci-cpu-2nodes --pp 2 --dp 2 --nodes 2 --reference "$REF"
+expect ci-tp-2nodes COMPLETED 0 && summary ci-tp-2nodes --tp 2 --pp 1 --dp 2 --nodes 2
+if expect ci-tp-spans FAILED '[1-9]*'; then
+    if grep -q "tp=4 does not divide the 2 tasks per node: a tensor group would span two nodes" \
+            "ci-tp-spans-${ID[ci-tp-spans]}.err"; then
+        log "ci-tp-spans    job ${ID[ci-tp-spans]}  expected failure seen: a tensor group may not span nodes"
+    else
+        fail "ci-tp-spans: its .err file does not say that a tensor group would span nodes"
+    fi
+fi
 if [ -n "$HAVE_GPUS" ]; then
     expect ci-gpu-1node COMPLETED 0 && summary ci-gpu-1node --pp 2 --dp 1 --nodes 1 --gpus 0,1 --reference "$REF"
     expect ci-gpu-2nodes COMPLETED 0 && summary ci-gpu-2nodes --pp 2 --dp 2 --nodes 2 --gpus 0,1 --reference "$REF"
