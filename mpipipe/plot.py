@@ -5,7 +5,8 @@ fused BW) green, W orange, a recomputed forward purple; odd chunks in a
 lighter shade; the micro-batch number inside the box when it fits. Waiting for
 a message is a hatched grey box; time that is neither is left empty: that
 white space is the bubble. The two actions of an overlapped pair (DualPipe's
-F&B) share a black outline. The plan (simulator) and the measurement (engine)
+F&B) share a black outline; the part of an action spent in tensor-parallel
+all-reduces is a dark band at its end. The plan (simulator) and the measurement (engine)
 are drawn by the same function, so `compare` can stack them.
 """
 
@@ -18,6 +19,7 @@ COLOURS = {"F": ("#2f6db5", "#8fb3e0"), "BW": ("#2e8b57", "#93cfa9"),
            "B": ("#2e8b57", "#93cfa9"), "W": ("#e08a1e", "#f2c48a"),
            "R": ("#7b4fa0", "#c2a7d8")}
 WAIT_COLOUR = "#bbbbbb"
+COLLECTIVE_COLOUR = "#333333"
 
 
 def needs_matplotlib():
@@ -53,6 +55,9 @@ def _draw(ax, events, num_ranks, title, unit, end):
             colour = COLOURS[kind][e.action.chunk % 2]
             ax.barh(e.rank, width, left=e.start, height=0.8, color=colour, edgecolor="white",
                     linewidth=0.5)
+            if e.collective > 0:      # the tensor all-reduces inside it, drawn at its end
+                ax.barh(e.rank + 0.3, e.collective, left=e.end - e.collective, height=0.2,
+                        color=COLLECTIVE_COLOUR, linewidth=0)
             if width > end / 60:
                 ax.text(e.start + width / 2, e.rank, str(e.action.microbatch), ha="center",
                         va="center", fontsize=7, color="white")
@@ -84,7 +89,7 @@ def _pairs(events):
     return pairs
 
 
-def _legend(figure, pairs=False):
+def _legend(figure, pairs=False, collectives=False):
     from matplotlib.patches import Patch
 
     handles = [Patch(color=COLOURS[k][0], label=label) for k, label in
@@ -95,7 +100,9 @@ def _legend(figure, pairs=False):
                          label="waiting for a message"))
     if pairs:
         handles.append(Patch(facecolor="none", edgecolor="black", label="overlapped pair"))
-    figure.legend(handles=handles, loc="lower center", ncol=7 if pairs else 6, fontsize=7,
+    if collectives:
+        handles.append(Patch(color=COLLECTIVE_COLOUR, label="in tensor all-reduces"))
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
                   frameon=False)
 
 
@@ -112,6 +119,7 @@ def draw(path, panels, width=11.0):
     for ax, (events, num_ranks, title, unit) in zip(axes[:, 0], panels):
         _draw(ax, events, num_ranks, title, unit, end)
     figure.tight_layout(rect=(0, 0.06 if len(panels) > 1 else 0.1, 1, 1))
-    _legend(figure, any(_pairs(p[0]) for p in panels))
+    _legend(figure, any(_pairs(p[0]) for p in panels),
+            any(e.collective > 0 for p in panels for e in p[0]))
     figure.savefig(path, dpi=100)
     plt.close(figure)

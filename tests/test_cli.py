@@ -88,10 +88,11 @@ def test_simulate_versus_tp_gives_the_break_even(capsys):
            "all-reduces (tp_comm) cost more than 0.1875" in capsys.readouterr().out
 
 
-def test_train_with_tensor_parallelism_reports_its_all_reduces():
+def test_train_with_tensor_parallelism_reports_its_all_reduces(tmp_path, capsys):
+    trace = tmp_path / "tp.json"
     done = run_mpi(4, "--model", "gpt", "--tp", "2", "--pp", "2", "--layers", "2", "--hidden",
                    "16", "--heads", "2", "--steps", "3", "--dtype", "float64", "--check",
-                   "--json", "--microbatches", "4", "--global-batch", "16")
+                   "--json", "--microbatches", "4", "--global-batch", "16", "--trace", str(trace))
     assert done.returncode == 0, done.stderr
     assert "tp=2 x pp=2 x dp=1" in done.stdout and "check         passed" in done.stdout
     assert "'~': the part of an action spent in tensor-parallel all-reduces" in done.stdout
@@ -102,6 +103,9 @@ def test_train_with_tensor_parallelism_reports_its_all_reduces():
     assert summary["tensor_bytes_per_step"] == [16 * 4 * 9 * 16 * 8] * 4
     assert summary["messages_per_step"] == [4, 4, 4, 4]
     assert len(summary["peak_memory_bytes"]) == 4 and len(summary["tensor_wait_s"]) == 4
+    assert main(["report", str(trace)]) == 0
+    report = capsys.readouterr().out
+    assert "tp=2, pp=2" in report and "of compute: tensor all-reduce ms" in report
 
 
 def test_train_under_mpiexec_prints_loss_summary_timeline_and_json():

@@ -196,3 +196,13 @@ def test_a_sharded_model_without_a_communicator_refuses_to_run():
     with pytest.raises(RuntimeError, match="no communicator"):
         block.forward(np.zeros((1, 5, 8)))
     assert isinstance(block.layers[0].inner.layers[0], LayerNorm)    # replicated
+
+
+def test_the_timeline_marks_the_time_in_all_reduces():
+    from mpipipe.schedules.actions import Action, Event
+    from mpipipe.timeline import render
+
+    events = [Event(0, Action("F", 0), 0.0, 10.0, 4.0), Event(0, Action("BW", 0), 10.0, 20.0)]
+    row = render(events, 1, width=30, unit="ms").splitlines()[0]
+    assert row == "rank 0 |F0    ~~~~BW0", row           # 10 columns a box, 4 of them talk
+    assert "'~': the part of an action spent in tensor-parallel all-reduces" in render(events, 1)
