@@ -123,7 +123,7 @@ def steady_state(schedule, costs=Costs()):
 def repeat(schedule, times):
     """The same schedule `times` times in a row, as one long step."""
     m = schedule.num_microbatches
-    programs = [[a if a.microbatch is None else replace(a, microbatch=a.microbatch + i * m)
+    programs = [[a if a.microbatch is None else a._replace(microbatch=a.microbatch + i * m)
                  for i in range(times) for a in program] for program in schedule.programs]
     return Schedule(schedule.name, schedule.num_ranks, m * times, programs, chunks=schedule.chunks,
                     stage_map=schedule.stage_map, lowered=schedule.lowered)

@@ -53,10 +53,12 @@ BACKWARD_INPUT = (BW, B)   # actions that produce the gradient the previous stag
 STASH_RELEASE = (BW, W)    # actions after which a micro-batch's activations can go
 MESSAGES = (SEND_F, RECV_F, SEND_B, RECV_B)
 MARKERS = (UNSHARD, RESHARD, REDUCE_GRAD)
+_COMPUTED = frozenset(COMPUTE + (RECOMPUTE,))
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
+    """One thing a rank does. A named tuple: plans at scale make a million of them."""
+
     kind: str
     microbatch: int | None      # None for markers
     chunk: int = 0
@@ -65,7 +67,7 @@ class Action:
 
     @property
     def is_compute(self):
-        return self.kind in COMPUTE or self.kind == RECOMPUTE
+        return self.kind in _COMPUTED
 
     def __str__(self):
         text = self.kind if self.microbatch is None else f"{self.kind}{self.microbatch}"
