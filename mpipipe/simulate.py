@@ -30,8 +30,13 @@ class Costs:
     comm: float = 0.0
     recompute: bool = False
     stage_factors: tuple = ()   # per stage, multiplies its costs (e.g. a slower last stage)
+    stage_costs: tuple = ()     # per stage its own (F, B, W), e.g. profiled: then F, B, W unused
 
     def of(self, kind, chunks=1, stage=None):
+        if self.stage_costs and stage is not None:     # a stage's own time, not a share
+            f, b, w = self.stage_costs[stage]
+            cost = {F: f, B: b, W: w, BW: b + w}[kind]
+            return cost + f if self.recompute and kind in BACKWARD_INPUT else cost
         if kind == BW:
             cost = self.B + self.W if self.BW is None else self.BW
         else:
