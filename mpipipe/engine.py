@@ -74,6 +74,7 @@ class Engine:
         self.p2p = PointToPoint(topology.pipe, waiter, transport)
         self.pool = BufferPool(xp)
         self.last_stage = self.schedule.num_stages - 1
+        self.cache_bytes = {}          # chunk -> bytes one micro-batch's forward keeps
         # where each chunk's last weight gradient is done: its all-reduce can start there
         last_gradient = {}
         for index, action in enumerate(self.program):
@@ -130,7 +131,7 @@ class Engine:
         self._check_finite(y, stage, "forward", action)
         if self.recompute:
             cache = None                      # keep the input only; rebuild before backward
-        entry = Stashed(x, cache, x.nbytes if self.recompute else cache_nbytes(cache))
+        entry = Stashed(x, cache, x.nbytes if self.recompute else self._cache_bytes(action, cache))
         if stage > 0:
             entry.owned.append(x)
         self.stash[key] = entry
@@ -187,11 +188,18 @@ class Engine:
                                  start - self.t0, self.action_start - self.t0))
         return cache
 
+    def _cache_bytes(self, action, cache):
+        """Bytes a forward of this chunk keeps for its backward: the same for every
+        micro-batch (they are the same size), so counted once per chunk."""
+        if action.chunk not in self.cache_bytes:
+            self.cache_bytes[action.chunk] = cache_nbytes(cache)
+        return self.cache_bytes[action.chunk]
+
     def _check_finite(self, array, stage, direction, action):
         """--nan-check: note whether this array is all finite, without reading the answer
         yet (on a GPU reading it would wait for the device after every action)."""
         if self.nan_check and array is not None:
-            self.finite_checks.append((stage, direction, str(action), self.xp.isfinite(array).all()))
+            self.finite_checks.append((stage, direction, action, self.xp.isfinite(array).all()))
 
     def _first_non_finite(self):
         """(stage, direction, action) of the step's first NaN/Inf, read once per step."""
