@@ -12,31 +12,24 @@ Ranks that block on a receive are parked and woken by the matching send, so a
 walk is linear in the number of actions (P=64, m=1024 is ~0.5 M actions).
 """
 
-import gc
 from collections import deque
 
 from ..errors import ScheduleError
+from .quiet_gc import paused
 from .actions import (BACKWARD_INPUT, COMPUTE, F, MARKERS, RECV_B, RECV_F, SEND_B, SEND_F, Event)
 
 
-def walk(schedule, cost=None, latency=0.0):
+def walk(schedule, cost=None, latency=0.0, keep_events=True):
     """Walk a lowered schedule; return (events, finish time per rank, compute time per rank).
 
     `cost[kind, stage]` is the time of a compute action (default: 1 each).
-    Raises ScheduleError naming the rank if the lists cannot finish.
+    Raises ScheduleError naming the rank if the lists cannot finish. Without
+    `keep_events` (validate() needs only the proof) the events list stays empty.
     """
     if cost is None:
         cost = {(kind, stage): 1.0 for kind in COMPUTE for stage in range(schedule.num_stages)}
-    # A walk keeps every event it makes (about a million small objects at P=64,
-    # m=1024), and Python's cyclic garbage collector would rescan them again and
-    # again as they pile up; none of them can form a cycle, so it is paused.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _walk(schedule, cost, latency)
-    finally:
-        if collecting:
-            gc.enable()
+    with paused():      # a million events at scale: see quiet_gc.py
+        return _walk(schedule, cost, latency, keep_events)
 
 
 # The message key of actions.message_key(), built inline in the walk (it runs
@@ -45,12 +38,12 @@ _MESSAGE = {SEND_F: ("F", True, 1), RECV_F: ("F", False, 0),
             SEND_B: ("B", True, -1), RECV_B: ("B", False, 0)}
 
 
-def _walk(schedule, cost, latency):
+def _walk(schedule, cost, latency, keep_events):
     P = schedule.num_ranks
     programs = schedule.programs
     position, clock, busy = [0] * P, [0.0] * P, [0.0] * P
     events = []
-    record = events.append
+    record = events.append if keep_events else None
     in_flight = {}     # message key -> time it was sent
     blocked_on = {}    # message key -> rank waiting for it
     handoffs = _LocalHandoffs(schedule)
@@ -65,17 +58,18 @@ def _walk(schedule, cost, latency):
             kind = action.kind
             message = _MESSAGE.get(kind)
             if message is None:
-                if kind in MARKERS:         # take no time and wait for nothing
-                    at += 1
-                    continue
-                if kind not in COMPUTE:
-                    raise ScheduleError(f"rank {rank}: unknown action {action!r}", rank, action)
                 stage = stages[action.chunk]
+                took = cost.get((kind, stage))
+                if took is None:
+                    if kind in MARKERS:     # take no time and wait for nothing
+                        at += 1
+                        continue
+                    raise ScheduleError(f"rank {rank}: unknown action {action!r}", rank, action)
                 if check_handoffs:
                     check_handoffs(rank, action, stage)
-                took = cost[kind, stage]
                 computed += took
-                record(Event(rank, action, now, now + took))
+                if record:
+                    record(Event(rank, action, now, now + took))
                 now += took
             else:
                 direction, is_send, offset = message
@@ -86,7 +80,8 @@ def _walk(schedule, cost, latency):
                         raise ScheduleError(f"rank {rank} sends {action} twice in one step",
                                             rank, action)
                     in_flight[key] = now
-                    record(Event(rank, action, now, now))
+                    if record:
+                        record(Event(rank, action, now, now))
                     if key in blocked_on:
                         runnable.append(blocked_on.pop(key))
                 else:
@@ -96,7 +91,8 @@ def _walk(schedule, cost, latency):
                         break
                     start = now
                     now = max(now, in_flight.pop(key) + latency)
-                    record(Event(rank, action, start, now))
+                    if record:
+                        record(Event(rank, action, start, now))
             at += 1
         clock[rank], position[rank] = now, at
         busy[rank] += computed
