@@ -34,6 +34,11 @@ OPTIMIZERS = tuple(DEFAULT_LR)
 DEVICES = ("cpu", "gpu", "auto")
 WAIT_MODES = ("poll", "block")
 ALLREDUCE_STARTS = ("overlap", "end")   # a chunk's DP all-reduce: after its last W, or the step
+# Steps --check follows a whole run for, by dtype; a longer run is followed that far, then
+# its last step replayed (reference.py says why). Well inside what stays within the
+# tolerance: about a hundred steps of the GPT in float64 at its default rate, a few dozen
+# in float32, fewer at high learning rates.
+CHECK_TRAJECTORY_STEPS = {"float64": 20, "float32": 5}
 PARTITIONS = ("uniform", "params", "auto")   # or a list of block counts per stage
 
 # Defaults that depend on the model: the GPT is bigger, slower and float32.

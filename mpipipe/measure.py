@@ -13,6 +13,7 @@ its own measured action times, each stage at its own speed (`resimulate`):
 what remains between that and the measurement is messages and noise.
 """
 
+import os
 import statistics
 from dataclasses import asdict, dataclass
 
@@ -29,11 +30,21 @@ from .timeline import bubble_fraction, in_ms, render
 class StepLog:
     """This rank's notes, one entry per step."""
 
-    def __init__(self, keep_all_steps, last_step, run_start):
+    def __init__(self, keep_all_steps, last_step, run_start, keep_state=False):
         self.keep_all_steps, self.last_step, self.run_start = keep_all_steps, last_step, run_start
+        self.keep_state, self.state_before_last = keep_state, None
         self.losses, self.step_times, self.busy, self.ends, self.waits = [], [], [], [], []
         self.messages, self.tensor = [], []     # per step: (sends, bytes); (all-reduces, bytes, s)
         self.history = []   # kept steps: (step, start offset in s, [Event-like tuples, ...])
+
+    def before(self, step, chunks):
+        """Before `step`: under --check, keep the weights and optimizer state the last step
+        starts from (host copies), so that it can be replayed in one process."""
+        if self.keep_state and step == self.last_step:
+            self.state_before_last = {
+                ch.stage: (to_host(ch.layers.flat_params),
+                           {k: to_host(v) if np.ndim(v) == 1 else v
+                            for k, v in ch.optimizer.state().items()}) for ch in chunks}
 
     def record(self, step, loss, seconds, engine):
         """After `step`: the world's loss, the step's wall time, and the engine's events."""
@@ -58,7 +69,8 @@ class StepLog:
                           self.ends, self.waits, self.history, engine.peak_held,
                           engine.peak_bytes, {ch.stage: to_host(ch.layers.flat_params)
                                               for ch in chunks}, device, transport,
-                          topology.tp_index, self.messages, self.tensor, weight_bytes)
+                          topology.tp_index, self.messages, self.tensor, weight_bytes,
+                          self.state_before_last)
 
 
 @dataclass
@@ -81,6 +93,7 @@ class RankReport:
     messages: list = None   # per step: (pipeline sends, their bytes)
     tensor: list = None     # per step: (tensor all-reduces, their bytes, seconds in them)
     weight_bytes: int = 0   # parameters, gradients and optimizer state held
+    state_before_last: dict = None   # --check: stage -> (weights, optimizer state) on the host
 
 
 @dataclass
@@ -170,6 +183,28 @@ def replica_weights(setup, reports):
     return weights
 
 
+def state_before_last(setup, reports):
+    """Replica 0's whole (weights, optimizer state) before the last step, the tensor shards
+    joined back into whole layers; None if not kept."""
+    shards = {}      # stage -> {tp index: (weights, state)}
+    for r in reports:
+        if r.dp_index == 0 and r.state_before_last:
+            for stage, kept in r.state_before_last.items():
+                shards.setdefault(stage, {})[r.tp_index] = kept
+    if not shards:
+        return None
+
+    def whole(pick):     # one flat array of the whole model, stage by stage
+        return np.concatenate([
+            join_stage_shards(setup.spec, setup.blocks[s], [pick(by_tp[t]) for t in sorted(by_tp)])
+            if len(by_tp) > 1 else pick(by_tp[0]) for s, by_tp in sorted(shards.items())])
+
+    _, state = next(iter(shards.values()))[0]
+    return whole(lambda kept: kept[0]), {
+        name: whole(lambda kept: kept[1][name]) if np.ndim(value) == 1 else value
+        for name, value in state.items()}
+
+
 def resimulate(setup, events):
     """The step of `events` (seconds) planned again, in ms, with its own measured action
     times, each stage at its own speed."""
@@ -179,8 +214,8 @@ def resimulate(setup, events):
     return simulate(schedule, costs)
 
 
-def summarise(setup, reports, log, first_step, events, resimulated, weights, check, machine):
-    """The Summary, on rank 0: `machine` = (ranks on this node, cores usable here)."""
+def summarise(setup, reports, log, first_step, events, resimulated, weights, check, ranks_on_node):
+    """The Summary, on rank 0 (`ranks_on_node`: the ranks sharing rank 0's node)."""
     c = setup.config
     measured = slice(1, None) if len(log.losses) > 1 else slice(None)   # the first step warms up
     spans = [max(r.ends[step] for r in reports) for step in range(len(log.losses))]
@@ -211,7 +246,7 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
         peak_memory_bytes=[r.weight_bytes + r.peak_stash_bytes for r in replica0],
         device=sorted({r.device for r in reports}),
         transport=sorted({r.transport for r in reports}),
-        ranks_on_node=machine[0], cores=machine[1],
+        ranks_on_node=ranks_on_node, cores=usable_cores(),
         timeline=render(in_ms(events), c.pp, unit="ms"), check=check,
         schedule_file=c.schedule_file)
     if setup.predicted is not None:
@@ -223,6 +258,10 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
     elif setup.dataset.loss == "cross-entropy":
         summary.accuracy = accuracy(setup, weights[0])
     return summary
+
+
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _whole_model(setup, weights):

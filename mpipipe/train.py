@@ -6,7 +6,6 @@ stash, ...) is the same on every rank, gathered once at the end so that
 measuring never disturbs the steps being measured.
 """
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -83,9 +82,10 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     for note in notes if rank0 else ():
         print(f"mpipipe train: note: {note}", file=sys.stderr, flush=True)
     waiter.barrier(comm)
-    steps = measure.StepLog(keep_all_steps, c.steps - 1, time.perf_counter())
+    steps = measure.StepLog(keep_all_steps, c.steps - 1, time.perf_counter(), keep_state=check)
     for step in range(first_step, c.steps):
         inputs, targets = _microbatches(setup, grid, step, xp)
+        steps.before(step, chunks)
         start = time.perf_counter()
         try:
             local_loss = engine.run_step(inputs, targets, on_start=lambda: maybe_fail(
@@ -114,12 +114,12 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         run.events = measure.last_step_events(run.records, c.steps - 1)
         run.weights = measure.replica_weights(setup, reports)
         run.resimulated = measure.resimulate(setup, run.events)
-        verdict = (check_against_one_process(setup, steps.losses, run.weights, first_step)
+        verdict = (check_against_one_process(setup, steps.losses, run.weights, first_step,
+                                             measure.state_before_last(setup, reports))
                    if check else None)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         run.summary = measure.summarise(setup, reports, steps, first_step, run.events,
                                         run.resimulated, run.weights, verdict,
-                                        (grid.node.Get_size(), cores))
+                                        grid.node.Get_size())
     waiter.barrier(comm)   # rank 0 may take a while (--check)
     run.summary = comm.bcast(run.summary, root=0)
     return run

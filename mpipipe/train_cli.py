@@ -127,8 +127,10 @@ def add_parser(commands):
     add("--no-nan-check", dest="nan_check", action="store_false", default=None, help="do not "
         "stop at the first NaN/Inf (the check looks at every activation and gradient)")
     add("--check", action="store_true", help="re-run the training in one process and fail "
-        "unless losses and weights agree (float64: rel. error < 1e-9; float32: < 1e-4, which "
-        "holds for a few steps only)")
+        "unless losses and weights agree (float64: rel. error < 1e-9; float32: < 1e-4); a long "
+        "run is followed for its first steps ("
+        + ", ".join(f"{d} {n}" for d, n in config.CHECK_TRAJECTORY_STEPS.items())
+        + "), then its last step is replayed from its own weights and optimizer state")
     add("--json", action="store_true", help="end with one line of JSON: the summary (and no "
         "progress bar)")
     add("--quiet", action="store_true", help="no banner, no per-step lines, no progress bar")
@@ -306,8 +308,7 @@ def print_summary(s):
     lines += ["  peak stash    " + " ".join(map(str, s.peak_stash)) + " micro-batches, "
               + kib(s.peak_stash_bytes) + " KiB (rank 0..)",
               "  memory        " + kib(s.peak_memory_bytes) + " KiB at the peak (rank 0..): "
-              "weights, gradients and optimizer state " + kib(s.weight_bytes) + " KiB, "
-              "plus the peak stash",
+              + kib(s.weight_bytes) + " KiB weights, gradients, optimizer state + the stash",
               f"  final loss    {s.final_loss:.6f}"]
     if s.planned_span_s is not None:
         lines.append(f"  partition     {s.partition} (auto): planned {s.planned_span_s * 1e3:.2f} ms "
@@ -327,6 +328,10 @@ def print_summary(s):
         lines.append(f"  check         {'passed' if check.passed else 'FAILED'}: losses rel. "
                      f"error {check.loss_rel_err:.2e}, weights {check.weight_rel_err:.2e} "
                      f"(tolerance {check.tolerance:g}) against the single-process run")
+        if check.trajectory_steps:
+            lines.append(f"                (its first {check.trajectory_steps} steps, then its last "
+                         f"step replayed from the run's own weights and optimizer state: longer "
+                         f"runs part by round-off, which training makes grow)")
         if not check.passed and s.dtype == "float32":
             lines.append("                float32 rounds differently in another summation order, "
                          "and training makes the differences grow step by step: "

@@ -88,6 +88,15 @@ def test_the_gpt_on_the_gpu_equals_one_process():
     checked(train(2, *GPT, "--schedule", "1f1b", "--check"))
 
 
+@pytest.mark.parametrize("transport", ["staged", "auto"])
+def test_tensor_parallel_on_the_gpu_equals_one_process(transport):
+    """The tensor all-reduces on device arrays: staged through the host, or (auto, where the
+    MPI is CUDA-aware) the blocking Allreduce on device memory; tp 2 x pp 2, zb-h1."""
+    summary = checked(train(4, *GPT, "--tp", "2", "--pp", "2", "--schedule", "zb-h1",
+                            "--transport", transport, "--check"))
+    assert summary["tensor_allreduces_per_step"] == [16, 16, 16, 16]
+
+
 def test_pipeline_times_data_parallel_on_the_gpu_equals_one_process():
     checked(train(4, *MLP, "--pp", "2", "--dp", "2", "--optimizer", "adam", "--check"))
 

@@ -125,3 +125,35 @@ def test_a_checkpoint_reshards_into_another_tp(tmp_path_factory, first, then):
             problems.append(f"weights differ after resharding, relative error {error:.2e}")
     ok, message = verdict(comm, problems)
     assert ok, message
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("corrupt", [False, True], ids=["right", "last-step-wrong"])
+def test_a_long_check_follows_the_first_steps_then_replays_the_last(monkeypatch, corrupt):
+    """Past TRAJECTORY_STEPS --check replays the last step from the run's own state: it
+    passes a right run and fails one whose last step alone is wrong (the first steps,
+    followed as before, are right)."""
+    from mpipipe import engine
+    from mpipipe.config import CHECK_TRAJECTORY_STEPS
+
+    comm = group_of(2)
+    steps = CHECK_TRAJECTORY_STEPS["float64"] + 3
+    original, done = engine.Engine._allreduce_gradients, []
+
+    def last_step_wrong(self):
+        original(self)
+        done.append(1)
+        if corrupt and len(done) == steps:
+            self.chunks[0].layers.flat_grads *= 1.001
+
+    monkeypatch.setattr(engine.Engine, "_allreduce_gradients", last_step_wrong)
+    run = run_training(TrainConfig(tp=2, pp=1, microbatches=2, **dict(
+        GPT, steps=steps, optimizer="adam", lr=0.01)), comm, check=True)
+    check = run.summary.check
+    problems = []
+    if check.trajectory_steps != CHECK_TRAJECTORY_STEPS["float64"]:
+        problems.append(f"the check followed {check.trajectory_steps} steps")
+    if check.passed == corrupt:
+        problems.append(f"--check {'passed' if check.passed else 'failed'}: {check}")
+    ok, message = verdict(comm, problems)
+    assert ok, message
