@@ -19,11 +19,13 @@ from ..errors import ScheduleError
 from .actions import (BACKWARD_INPUT, COMPUTE, F, MARKERS, RECV_B, RECV_F, SEND_B, SEND_F, Event)
 
 
-def walk(schedule, cost=None, latency=0.0):
+def walk(schedule, cost=None, latency=0.0, durations=None):
     """Walk a lowered schedule; return (events, finish time per rank, compute time per rank).
 
-    `cost[kind, stage]` is the time of a compute action (default: 1 each).
-    Raises ScheduleError naming the rank if the lists cannot finish.
+    `cost[kind, stage]` is the time of a compute action (default: 1 each);
+    `durations[rank][action]`, if given, is instead each action's own time (a
+    measured step played again). Raises ScheduleError naming the rank if the
+    lists cannot finish.
     """
     if cost is None:
         cost = {(kind, stage): 1.0 for kind in COMPUTE for stage in range(schedule.num_stages)}
@@ -33,7 +35,7 @@ def walk(schedule, cost=None, latency=0.0):
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _walk(schedule, cost, latency)
+        return _walk(schedule, cost, latency, durations)
     finally:
         if collecting:
             gc.enable()
@@ -45,7 +47,7 @@ _MESSAGE = {SEND_F: ("F", True, 1), RECV_F: ("F", False, 0),
             SEND_B: ("B", True, -1), RECV_B: ("B", False, 0)}
 
 
-def _walk(schedule, cost, latency):
+def _walk(schedule, cost, latency, durations):
     P = schedule.num_ranks
     programs = schedule.programs
     position, clock, busy = [0] * P, [0.0] * P, [0.0] * P
@@ -73,7 +75,7 @@ def _walk(schedule, cost, latency):
                 stage = stages[action.chunk]
                 if check_handoffs:
                     check_handoffs(rank, action, stage)
-                took = cost[kind, stage]
+                took = cost[kind, stage] if durations is None else durations[rank][action]
                 computed += took
                 record(Event(rank, action, now, now + took))
                 now += took
