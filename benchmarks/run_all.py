@@ -18,7 +18,6 @@ from mpipipe.launcher import mpiexec_command
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few rounds")
@@ -40,6 +39,9 @@ def main():
         ("schedules: plan and measurement", py + [os.path.join(HERE, "schedules_table.py")]
          + (["--ranks", "2", "--steps", "3"] if args.quick else []), None),
         ("waiting without spinning", py + [os.path.join(HERE, "idle_wait.py")] + quick, None),
+        ("planning at scale", py + [os.path.join(HERE, "planner.py")] + quick, "planner.json"),
+        ("where to cut, when to all-reduce", py + [os.path.join(HERE, "partition_and_overlap.py")]
+         + quick, "partition_and_overlap.json"),
     ]
     failed = []
     for title, command, result in runs:

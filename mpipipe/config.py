@@ -33,7 +33,8 @@ DEFAULT_LR = {"adam": 0.003, "sgd": 0.05}
 OPTIMIZERS = tuple(DEFAULT_LR)
 DEVICES = ("cpu", "gpu", "auto")
 WAIT_MODES = ("poll", "block")
-PARTITIONS = ("uniform", "params")      # or a list of block counts per stage
+ALLREDUCE_STARTS = ("overlap", "end")   # a chunk's DP all-reduce: after its last W, or the step
+PARTITIONS = ("uniform", "params", "auto")   # or a list of block counts per stage
 
 # Defaults that depend on the model: the GPT is bigger, slower and float32.
 MODEL_DEFAULTS = {
@@ -64,7 +65,7 @@ class TrainConfig:
     microbatches: int | None = None  # default_microbatches(schedule)
     chunks: int | None = None       # chunks per rank: the schedule's own (default_chunks)
     recompute: bool = False         # keep only each stage's input; recompute before backward
-    partition: object = None        # MODEL_DEFAULTS; 'uniform', 'params' or block counts
+    partition: object = None        # MODEL_DEFAULTS; PARTITIONS or block counts per stage
     model: str = "mlp"
     data: str | None = None         # MODEL_DEFAULTS; "text" if `text` is given
     text: str | None = None         # a text file to train the GPT on
@@ -87,6 +88,7 @@ class TrainConfig:
     device: str = "cpu"
     transport: str = "auto"         # gpu: auto, cuda-aware or staged (transport.py)
     wait: str = "poll"
+    allreduce: str = "overlap"      # ALLREDUCE_STARTS
     timeout: float | None = None    # wait forever
     log_every: int | None = None    # default_log_every(steps)
     nan_check: bool = True          # stop at the first NaN/Inf, naming step and stage
@@ -104,7 +106,7 @@ class TrainConfig:
 
 CHOICES = {"schedule": SCHEDULES, "model": MODELS, "data": DATA, "activation": ACTIVATIONS,
            "dtype": DTYPES, "optimizer": OPTIMIZERS, "device": DEVICES,
-           "transport": TRANSPORTS, "wait": WAIT_MODES}
+           "transport": TRANSPORTS, "wait": WAIT_MODES, "allreduce": ALLREDUCE_STARTS}
 AT_LEAST_ONE = ("microbatches", "chunks", "global_batch", "steps", "layers", "hidden",
                 "input_dim", "output_dim", "heads", "seq_len", "log_every")
 
@@ -122,6 +124,7 @@ class Setup:
     microbatch_size: int
     shapes: list           # shapes[s]: per-sample activation shape entering stage s; [-1]: output
     loss_denominator: int  # samples (x tokens) in a global batch: the loss is their mean
+    predicted: object = None   # --partition auto: the planned timeline of the chosen cut
 
     def banner(self):
         """The first line of a run: what is split how."""
@@ -207,7 +210,10 @@ def prepare(config, world_size):
             f"{stages} pipeline stages but the GPT has only {spec.num_blocks} blocks (embedding, "
             f"{c.layers} transformer block(s), head): use --layers "
             f"{stages - (spec.num_blocks - c.layers)} or more, or fewer stages (pp x chunks)")
-    partition = make_partition(c.partition, block_param_counts(spec), stages)
+    # --partition auto is decided after profiling, on MPI (autopartition.py): until
+    # then, the parameter-balanced cut stands in.
+    provisional = "params" if c.partition == "auto" else c.partition
+    partition = make_partition(provisional, block_param_counts(spec), stages)
     blocks = block_ranges(partition)
     shapes = [spec.boundary_shape(r.start) for r in blocks] + [spec.boundary_shape(spec.num_blocks)]
     return Setup(c, spec, dataset, partition, blocks, schedule,

@@ -9,10 +9,12 @@ Between handlers, arrays wait in dicts keyed by (chunk, micro-batch):
     grad_outbox input gradients BW/B produced, waiting for SEND_B
     stash       what F saved for the backward (see Stashed)
 
-A step: zero the gradients, run the list, finish the sends, all-reduce the
-gradients across data-parallel replicas, let the optimizer step. A chunk's
-all-reduce starts at its REDUCE_GRAD marker where the list has one (a
-schedule read from a PyTorch file), else after the list; UNSHARD and RESHARD
+A step: zero the gradients, run the list, finish the sends, complete the
+all-reduce of the gradients across data-parallel replicas, let the optimizer
+step. A chunk's all-reduce starts as soon as its last weight gradient is done
+(at its REDUCE_GRAD marker if the list has one, as a schedule read from a
+PyTorch file may; after the whole list with --allreduce end), so that it runs
+while the rank computes the other chunks and micro-batches; UNSHARD and RESHARD
 do nothing (mpipipe never shards parameters). An overlapped pair is run as its
 two actions, one after the other. Every action
 is timed (start, end, relative to the step's start, which a barrier aligns
@@ -28,8 +30,9 @@ from .backend import to_host
 from .layers import cache_nbytes
 from .losses import LOSSES
 from .p2p import BufferPool, PointToPoint, Reduction
-from .schedules.actions import (BW, F, RECOMPUTE, RECV_B, RECV_F, REDUCE_GRAD, RESHARD, SEND_B,
-                                SEND_F, UNSHARD, B, W, Action, Event, message_tag)
+from .schedules.actions import (ALLREDUCE, BW, F, RECOMPUTE, RECV_B, RECV_F, REDUCE_GRAD, RESHARD,
+                                SEND_B, SEND_F, STASH_RELEASE, UNSHARD, B, W, Action, Event,
+                                message_tag)
 
 
 @dataclass
@@ -71,6 +74,14 @@ class Engine:
         self.p2p = PointToPoint(topology.pipe, waiter, transport)
         self.pool = BufferPool(xp)
         self.last_stage = self.schedule.num_stages - 1
+        self.cache_bytes = {}          # chunk -> bytes one micro-batch's forward keeps
+        # where each chunk's last weight gradient is done: its all-reduce can start there
+        last_gradient = {}
+        for index, action in enumerate(self.program):
+            if action.kind in STASH_RELEASE:
+                last_gradient[action.chunk] = index
+        self.reduce_after = ({} if config.allreduce == "end" else
+                             {index: chunk for chunk, index in last_gradient.items()})
         self.handlers = {F: self._forward, BW: self._backward, B: self._backward_input,
                          W: self._backward_weight, SEND_F: self._send, SEND_B: self._send,
                          RECV_F: self._receive, RECV_B: self._receive,
@@ -86,7 +97,7 @@ class Engine:
         self.inputs, self.targets = inputs, targets
         self.inbox, self.outbox, self.grad_inbox, self.grad_outbox = {}, {}, {}, {}
         self.stash, self.loss = {}, 0.0
-        self.reductions = {}           # chunk -> (all-reduce request, its buffer)
+        self.reductions = {}           # chunk -> (p2p.Reduction, when it started)
         self.held = self.peak_held = self.held_bytes = self.peak_bytes = 0
         self.events, self.wait_time = [], 0.0
         self.finite_checks = []        # (stage, direction, action, 0-d bool array), in order
@@ -95,13 +106,15 @@ class Engine:
         if on_start:
             on_start()
         self.t0 = time.perf_counter()
-        for action in self.program:
+        for index, action in enumerate(self.program):
             self.action_start = time.perf_counter()
             self.handlers[action.kind](action)
             self.events.append(Event(self.pp_index, action, self.action_start - self.t0,
                                      time.perf_counter() - self.t0))
             if action.is_compute:
                 self.p2p.reap()
+            if index in self.reduce_after:
+                self._start_reduction(self.reduce_after[index])
         self.p2p.finish()
         self.first_non_finite = self._first_non_finite()
         self._allreduce_gradients()
@@ -118,7 +131,7 @@ class Engine:
         self._check_finite(y, stage, "forward", action)
         if self.recompute:
             cache = None                      # keep the input only; rebuild before backward
-        entry = Stashed(x, cache, x.nbytes if self.recompute else cache_nbytes(cache))
+        entry = Stashed(x, cache, x.nbytes if self.recompute else self._cache_bytes(action, cache))
         if stage > 0:
             entry.owned.append(x)
         self.stash[key] = entry
@@ -175,11 +188,18 @@ class Engine:
                                  start - self.t0, self.action_start - self.t0))
         return cache
 
+    def _cache_bytes(self, action, cache):
+        """Bytes a forward of this chunk keeps for its backward: the same for every
+        micro-batch (they are the same size), so counted once per chunk."""
+        if action.chunk not in self.cache_bytes:
+            self.cache_bytes[action.chunk] = cache_nbytes(cache)
+        return self.cache_bytes[action.chunk]
+
     def _check_finite(self, array, stage, direction, action):
         """--nan-check: note whether this array is all finite, without reading the answer
         yet (on a GPU reading it would wait for the device after every action)."""
         if self.nan_check and array is not None:
-            self.finite_checks.append((stage, direction, str(action), self.xp.isfinite(array).all()))
+            self.finite_checks.append((stage, direction, action, self.xp.isfinite(array).all()))
 
     def _first_non_finite(self):
         """(stage, direction, action) of the step's first NaN/Inf, read once per step."""
@@ -215,14 +235,19 @@ class Engine:
         if data is None or data.Get_size() == 1 or index in self.reductions:
             return
         staging = self.p2p.staging if self.p2p.staged else None
-        self.reductions[index] = Reduction(data, self.chunks[index].layers.flat_grads,
-                                           self.waiter, staging)
+        started = time.perf_counter()
+        self.reductions[index] = (Reduction(data, self.chunks[index].layers.flat_grads,
+                                            self.waiter, staging), started)
 
     def _allreduce_gradients(self):
+        """Complete every chunk's all-reduce (starting those not started yet), each traced
+        as an ALLREDUCE event from its start to its completion."""
         for index in range(len(self.chunks)):
-            self._start_reduction(index)        # the chunks no REDUCE_GRAD marker started
-        for index, reduction in sorted(self.reductions.items()):
+            self._start_reduction(index)
+        for index, (reduction, started) in sorted(self.reductions.items()):
             reduction.finish()
+            self.events.append(Event(self.pp_index, Action(ALLREDUCE, None, index),
+                                     started - self.t0, time.perf_counter() - self.t0))
 
     # -- helpers ------------------------------------------------------------------------
 

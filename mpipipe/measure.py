@@ -96,6 +96,7 @@ class Summary:
     bubble_fraction_planned: float      # the schedule with equal stages, free messages
     bubble_fraction_last_step: float    # measured
     bubble_fraction_last_step_planned: float   # resimulated with its own action times
+    span_s: float                       # median time from a step's start to its last compute
     comm_wait_s: list                   # median per step, per stage of replica 0
     peak_stash: list                    # per stage of replica 0
     peak_stash_bytes: list
@@ -109,6 +110,8 @@ class Summary:
     held_out_exact: float | None = None
     accuracy: float | None = None       # classification: on the whole data set
     check: object = None                # reference.Check under --check
+    planned_span_s: float | None = None     # --partition auto: the chosen cut's planned span
+    planned_bubble_fraction: float | None = None  # ... and its planned bubble
     schedule_file: str | None = None    # where the schedule came from, if from a file
 
     def to_json(self):
@@ -151,9 +154,9 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
     """The Summary, on rank 0: `machine` = (ranks on this node, cores usable here)."""
     c = setup.config
     measured = slice(1, None) if len(log.losses) > 1 else slice(None)   # the first step warms up
-    bubbles = [bubble_fraction(sum(r.busy[step] for r in reports), len(reports),
-                               max(r.ends[step] for r in reports))
-               for step in range(len(log.losses))]
+    spans = [max(r.ends[step] for r in reports) for step in range(len(log.losses))]
+    bubbles = [bubble_fraction(sum(r.busy[step] for r in reports), len(reports), span)
+               for step, span in enumerate(spans)]
     replica0 = sorted((r for r in reports if r.dp_index == 0), key=lambda r: r.pp_index)
     planned = simulate(setup.schedule, Costs(recompute=c.recompute))
     summary = Summary(
@@ -166,6 +169,7 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
         bubble_fraction_planned=planned.bubble_fraction,
         bubble_fraction_last_step=bubbles[-1],
         bubble_fraction_last_step_planned=resimulated.bubble_fraction,
+        span_s=statistics.median(spans[measured]),
         comm_wait_s=[statistics.median(r.waits[measured]) for r in replica0],
         peak_stash=[r.peak_stash for r in replica0],
         peak_stash_bytes=[r.peak_stash_bytes for r in replica0],
@@ -174,6 +178,9 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
         ranks_on_node=machine[0], cores=machine[1],
         timeline=render(in_ms(events), c.pp, unit="ms"), check=check,
         schedule_file=c.schedule_file)
+    if setup.predicted is not None:
+        summary.planned_span_s = setup.predicted.makespan
+        summary.planned_bubble_fraction = setup.predicted.bubble_fraction
     if setup.dataset.held_out is not None:
         summary.held_out_loss, summary.held_out_accuracy, summary.held_out_exact = \
             held_out_scores(setup, weights[0])

@@ -18,6 +18,7 @@ COLOURS = {"F": ("#2f6db5", "#8fb3e0"), "BW": ("#2e8b57", "#93cfa9"),
            "B": ("#2e8b57", "#93cfa9"), "W": ("#e08a1e", "#f2c48a"),
            "R": ("#7b4fa0", "#c2a7d8")}
 WAIT_COLOUR = "#bbbbbb"
+REDUCE_COLOUR = "#c0392b"
 
 
 def needs_matplotlib():
@@ -59,6 +60,8 @@ def _draw(ax, events, num_ranks, title, unit, end):
         elif kind.startswith("RECV") and width > end / 400:
             ax.barh(e.rank, width, left=e.start, height=0.5, color="none",
                     edgecolor=WAIT_COLOUR, hatch="////", linewidth=0)
+        elif kind == "ALLREDUCE":       # beside the actions: a thin bar along the row's top
+            ax.barh(e.rank - 0.45, width, left=e.start, height=0.1, color=REDUCE_COLOUR)
     for first, second in _pairs(events):
         ax.barh(first.rank, second.end - first.start, left=first.start, height=0.9,
                 color="none", edgecolor="black", linewidth=1.0)
@@ -93,6 +96,7 @@ def _legend(figure, pairs=False):
     handles.append(Patch(color=COLOURS["F"][1], label="lighter: odd chunk"))
     handles.append(Patch(facecolor="none", edgecolor=WAIT_COLOUR, hatch="////",
                          label="waiting for a message"))
+    handles.append(Patch(color=REDUCE_COLOUR, label="data-parallel all-reduce (thin bar)"))
     if pairs:
         handles.append(Patch(facecolor="none", edgecolor="black", label="overlapped pair"))
     figure.legend(handles=handles, loc="lower center", ncol=7 if pairs else 6, fontsize=7,

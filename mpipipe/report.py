@@ -19,12 +19,14 @@ def summarise(trace):
     step_end = defaultdict(float)     # step -> latest end over all ranks (microseconds)
     step_start = {}
     for e in slices:
+        if e["cat"] == "reduce":        # the all-reduce runs beside the actions, on its own track
+            continue
         step = e["args"]["step"]
         step_end[step] = max(step_end[step], e["ts"] + e["dur"])
         step_start[step] = min(step_start.get(step, e["ts"]), e["ts"])
     span = sum(step_end[s] - step_start[s] for s in step_end)
     ranks = defaultdict(lambda: {"compute": 0.0, "wait": 0.0, "send": 0.0, "marker": 0.0,
-                                 "actions": 0})
+                                 "reduce": 0.0, "actions": 0})
     for e in slices:
         row = ranks[e["pid"]]
         row[e["cat"]] += e["dur"]

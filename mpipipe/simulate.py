@@ -32,8 +32,13 @@ class Costs:
     comm: float = 0.0
     recompute: bool = False
     stage_factors: tuple = ()   # per stage, multiplies its costs (e.g. a slower last stage)
+    stage_costs: tuple = ()     # per stage its own (F, B, W), e.g. profiled: then F, B, W unused
 
     def of(self, kind, chunks=1, stage=None):
+        if self.stage_costs and stage is not None:     # a stage's own time, not a share
+            f, b, w = self.stage_costs[stage]
+            cost = {F: f, B: b, W: w, BW: b + w}[kind]
+            return cost + f if self.recompute and kind in BACKWARD_INPUT else cost
         if kind == BW:
             cost = self.B + self.W if self.BW is None else self.BW
         else:
@@ -146,7 +151,7 @@ def steady_state(schedule, costs=Costs()):
 def repeat(schedule, times):
     """The same schedule `times` times in a row, as one long step."""
     m = schedule.num_microbatches
-    programs = [[a if a.microbatch is None else replace(a, microbatch=a.microbatch + i * m)
+    programs = [[a if a.microbatch is None else a._replace(microbatch=a.microbatch + i * m)
                  for i in range(times) for a in program] for program in schedule.programs]
     return Schedule(schedule.name, schedule.num_ranks, m * times, programs, chunks=schedule.chunks,
                     stage_map=schedule.stage_map, lowered=schedule.lowered)

@@ -3,7 +3,9 @@
 A trace file opens in Perfetto (ui.perfetto.dev) or chrome://tracing: one
 process per rank, one slice per action, micro-batch and chunk in the slice's
 arguments. Waiting for a message is a slice of its own (category "wait"), so
-the time a rank spends blocked on a peer is as visible as its compute.
+the time a rank spends blocked on a peer is as visible as its compute. A
+chunk's data-parallel all-reduce (category "reduce") runs beside the actions,
+from its start until it completes, on a second track of its rank.
 `mpipipe report FILE` reads the same file back (report.py).
 
 The records handed to `chrome_trace` are (world rank, pp index, dp index,
@@ -13,7 +15,7 @@ relative to the step's start, which a barrier aligns across ranks.
 
 import json
 
-from .schedules.actions import COMPUTE, MARKERS, RECOMPUTE, RECV_B, RECV_F
+from .schedules.actions import ALLREDUCE, COMPUTE, MARKERS, RECOMPUTE, RECV_B, RECV_F
 
 WAITS = (RECV_F, RECV_B)
 
@@ -23,6 +25,8 @@ def category(action):
         return "compute"
     if action.kind in MARKERS:
         return "marker"
+    if action.kind == ALLREDUCE:
+        return "reduce"
     return "wait" if action.kind in WAITS else "send"
 
 
@@ -38,7 +42,8 @@ def chrome_trace(records, meta):
         for action, start, end in actions:
             name = f"wait {action}" if action.kind in WAITS else str(action)
             events.append({
-                "ph": "X", "name": name, "cat": category(action), "pid": world_rank, "tid": 0,
+                "ph": "X", "name": name, "cat": category(action), "pid": world_rank,
+                "tid": 1 if action.kind == ALLREDUCE else 0,   # its own track: it overlaps
                 "ts": round((offset + start) * 1e6, 3), "dur": round((end - start) * 1e6, 3),
                 "args": {"kind": action.kind, "microbatch": action.microbatch,
                          "chunk": action.chunk, "step": step, "stage_rank": pp_index,

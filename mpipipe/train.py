@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import checkpoint, measure
+from . import autopartition, checkpoint, measure
 from . import topology as topo
 from .backend import select_device
 from .config import prepare
@@ -68,10 +68,12 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
     device, xp, device_reason = select_device(c.device, _local_rank(grid))
     transport, transport_reason = choose_transport(c.transport, device)
     waiter = Waiter.for_node(c.wait, c.timeout, grid.node.Get_size())
-    chunks = _build_chunks(setup, grid, xp, manifest)
-    engine = Engine(setup, grid, chunks, xp, waiter, transport)
     rank0 = comm.Get_rank() == 0
     say = log if (log and rank0) else (lambda line: None)
+    if c.partition == "auto":
+        setup = autopartition.choose(setup, comm, xp, say)
+    chunks = _build_chunks(setup, grid, xp, manifest)
+    engine = Engine(setup, grid, chunks, xp, waiter, transport)
     say(setup.banner())
     if c.resume:
         say(f"resuming after step {first_step} from {c.checkpoint_dir}" if manifest else

@@ -29,7 +29,7 @@ def partition_arg(text):
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: use uniform, params, or block counts per stage like 3,3,2") from None
+            f"{text!r}: use uniform, params, or block counts per stage like 3,3,2 (or auto)") from None
 
 
 def default(name):
@@ -71,7 +71,9 @@ def add_parser(commands):
     add("--recompute", action="store_true", default=None, help="activation recomputation: keep "
         "only each stage's input, redo its forward before the backward")
     add("--partition", type=partition_arg, help="uniform (equal layer counts), params (balanced "
-        f"parameter counts) or explicit layers per stage, e.g. 3,3,2 ({default('partition')})")
+        "parameter counts), auto (profile each block's F, B and W, then the cut the simulator "
+        "finds fastest for the schedule) or explicit layers per stage, e.g. 3,3,2 "
+        f"({default('partition')})")
     add = train.add_argument_group("model and data").add_argument
     add("--model", choices=config.MODELS, help="mlp: Linear + activation layers; gpt: a "
         "decoder-only transformer (embedding, --layers blocks, head) on character data "
@@ -112,6 +114,9 @@ def add_parser(commands):
     add("--wait", choices=config.WAIT_MODES, help="how a rank waits for a message: poll "
         "(yield, then sleep; frees the core) or block (MPI's Wait, which spins in MPICH) "
         f"({default('wait')})")
+    add("--allreduce", choices=config.ALLREDUCE_STARTS, help="when a chunk's data-parallel "
+        "all-reduce starts: overlap (as soon as its last weight gradient is done, while the "
+        f"rank computes on) or end (after the whole step) ({default('allreduce')})")
     add("--timeout", type=float, help="fail, naming the message, if a wait exceeds this many "
         "seconds (default: wait forever)")
     add("--log-every", type=int, help="print the loss every N steps (default steps/20)")
@@ -288,6 +293,11 @@ def print_summary(s):
              "  peak stash    " + " ".join(map(str, s.peak_stash)) + " micro-batches, "
              + " ".join(f"{b / 1024:.0f}" for b in s.peak_stash_bytes) + " KiB (rank 0..)",
              f"  final loss    {s.final_loss:.6f}"]
+    if s.planned_span_s is not None:
+        lines.append(f"  partition     {s.partition} (auto): planned {s.planned_span_s * 1e3:.2f} ms "
+                     f"from a step's start to its last compute, bubble "
+                     f"{s.planned_bubble_fraction:.3f}; measured {s.span_s * 1e3:.2f} ms, "
+                     f"bubble {s.bubble_fraction:.3f} (medians)")
     if s.ranks_on_node > s.cores:
         lines.append(f"  note          {s.ranks_on_node} ranks share {s.cores} cores here: at "
                      f"most {s.cores / s.ranks_on_node:.0%} of the rank-time can be compute")

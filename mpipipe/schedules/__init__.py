@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from . import dualpipev, gpipe, interleaved, looped_bfs, naive, one_f_one_b, zb_h1, zb_h2, zbv
 from .actions import Action, Schedule
 from .lower import lower
+from .quiet_gc import without_gc
 from .pytorch_csv import write_schedule_file
 from .schedule_file import read_schedule_file, schedule_from_file
 from .validate import validate
@@ -82,6 +83,7 @@ BUBBLE_FORMULAS = {
 }
 
 
+@without_gc      # a million actions at scale: see quiet_gc.py
 def make_schedule(name, num_ranks, num_microbatches, chunks=None):
     """The compute actions of schedule `name` (not yet lowered)."""
     if name not in GENERATORS:

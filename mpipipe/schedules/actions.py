@@ -11,6 +11,8 @@ Compute actions (printed as kind + micro-batch, e.g. F3, BW3):
     B   input gradient only: the part the previous stage is waiting for
     W   weight gradient only: needed by the optimizer, so it can wait
     R   (traces only) the forward a backward repeats under --recompute
+    ALLREDUCE (traces only) a chunk's data-parallel all-reduce, from the moment it
+        starts (after the chunk's last weight gradient) until it is complete
 The names are the zero-bubble papers'. PyTorch's pipelining names the same
 actions differently: its I is our B (the input gradient), its B is our fused
 BW, its F and W are ours.
@@ -46,6 +48,7 @@ from typing import NamedTuple
 
 F, BW, B, W = "F", "BW", "B", "W"
 RECOMPUTE = "R"
+ALLREDUCE = "ALLREDUCE"     # traces only: a chunk's data-parallel all-reduce, start to finish
 SEND_F, RECV_F, SEND_B, RECV_B = "SEND_F", "RECV_F", "SEND_B", "RECV_B"
 UNSHARD, RESHARD, REDUCE_GRAD = "UNSHARD", "RESHARD", "REDUCE_GRAD"
 COMPUTE = (F, BW, B, W)
@@ -53,10 +56,12 @@ BACKWARD_INPUT = (BW, B)   # actions that produce the gradient the previous stag
 STASH_RELEASE = (BW, W)    # actions after which a micro-batch's activations can go
 MESSAGES = (SEND_F, RECV_F, SEND_B, RECV_B)
 MARKERS = (UNSHARD, RESHARD, REDUCE_GRAD)
+_COMPUTED = frozenset(COMPUTE + (RECOMPUTE,))
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
+    """One thing a rank does. A named tuple: plans at scale make a million of them."""
+
     kind: str
     microbatch: int | None      # None for markers
     chunk: int = 0
@@ -65,7 +70,7 @@ class Action:
 
     @property
     def is_compute(self):
-        return self.kind in COMPUTE or self.kind == RECOMPUTE
+        return self.kind in _COMPUTED
 
     def __str__(self):
         text = self.kind if self.microbatch is None else f"{self.kind}{self.microbatch}"

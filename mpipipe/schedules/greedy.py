@@ -18,12 +18,18 @@ into action lists, which the engine runs whatever the real costs turn out
 to be: the plan is a plan, the trace shows what really happened.
 """
 
+import heapq
+import math
+from collections import deque
+
 from ..errors import ConfigError
 from .actions import B, F, W, Action, Schedule
+from .quiet_gc import without_gc
 
 
+@without_gc      # a million small objects at scale: see quiet_gc.py
 def schedule_greedily(name, num_ranks, num_microbatches, stage_map, memory_limits,
-                  deep_first=False):
+                      deep_first=False):
     """Action lists for the ranks; stage_map[rank][chunk] = stage, as in Schedule."""
     P, m = num_ranks, num_microbatches
     chunks = len(stage_map[0])
@@ -32,48 +38,65 @@ def schedule_greedily(name, num_ranks, num_microbatches, stage_map, memory_limit
     forward_done, backward_done = {}, {}          # (mb, stage) -> finish time
     next_forward = {s: 0 for r in range(P) for s in stage_map[r]}
     next_backward = dict(next_forward)
-    waiting_w = [[] for _ in range(P)]            # (chunk, mb) whose W is still to do
+    waiting_w = [deque() for _ in range(P)]       # (chunk, mb) whose W is still to do
     in_flight = [0] * P
     remaining = [3 * m * chunks] * P
+    left = sum(remaining)
     programs = [[] for _ in range(P)]
-    stuck = [False] * P     # nothing to do until another rank acts
-    while any(remaining):
-        rank = min((r for r in range(P) if remaining[r]), key=lambda r: (stuck[r], clock[r]))
-        now = clock[rank]
-        backwards, forwards = [], []
+    # The free rank whose clock is earliest goes next (ties: the lower rank): a heap
+    # of (clock, rank). A rank with nothing to do until another rank acts is parked
+    # in `stuck` and comes back when any rank makes progress.
+    free, stuck = [(0.0, r) for r in range(P)], []
+    while left:
+        if not free:
+            rank = min(stuck, key=lambda r: (clock[r], r))
+            raise ConfigError(f"{name}: no rank can proceed: the memory limit "
+                              f"{memory_limits[rank]} is too small for this pipeline")
+        now, rank = heapq.heappop(free)
+        # The most urgent backward and forward ready now (lowest micro-batch, then the
+        # stage order), and the earliest time one that is not ready yet will be.
+        backward = forward = None
+        later = math.inf
         for chunk, stage in enumerate(stage_map[rank]):
+            order = -stage if deep_first else stage
             mb = next_backward[stage]
             if mb < m and (mb, stage) in forward_done:
                 ready = forward_done[mb, stage] if stage == last else backward_done.get((mb, stage + 1))
                 if ready is not None:
-                    backwards.append((ready, mb, -stage if deep_first else stage, chunk, stage))
+                    if ready > now:
+                        later = ready if ready < later else later
+                    elif backward is None or (mb, order) < backward[:2]:
+                        backward = (mb, order, chunk, stage)
             mb = next_forward[stage]
             if mb < m and in_flight[rank] < memory_limits[rank]:
                 ready = 0.0 if stage == 0 else forward_done.get((mb, stage - 1))
                 if ready is not None:
-                    forwards.append((ready, mb, -stage if deep_first else stage, chunk, stage))
-        ready_b = [c for c in backwards if c[0] <= now]
-        ready_f = [c for c in forwards if c[0] <= now]
-        if ready_b:
-            kind, (_, mb, _, chunk, stage) = B, min(ready_b, key=lambda c: c[1:3])
-        elif ready_f:
-            kind, (_, mb, _, chunk, stage) = F, min(ready_f, key=lambda c: c[1:3])
+                    if ready > now:
+                        later = ready if ready < later else later
+                    elif forward is None or (mb, order) < forward[:2]:
+                        forward = (mb, order, chunk, stage)
+        if backward:
+            kind, (mb, _, chunk, stage) = B, backward
+        elif forward:
+            kind, (mb, _, chunk, stage) = F, forward
         elif waiting_w[rank]:
-            kind, (chunk, mb) = W, waiting_w[rank].pop(0)
+            kind, (chunk, mb) = W, waiting_w[rank].popleft()
             stage = stage_map[rank][chunk]
         else:
-            later = [c[0] for c in backwards + forwards if c[0] > now]
-            if later:
-                clock[rank] = min(later)
-            elif stuck[rank]:
-                raise ConfigError(f"{name}: no rank can proceed: the memory limit "
-                                  f"{memory_limits[rank]} is too small for this pipeline")
+            if later < math.inf:
+                clock[rank] = later
+                heapq.heappush(free, (later, rank))
             else:
-                stuck[rank] = True
+                stuck.append(rank)
             continue
-        stuck = [False] * P
+        for parked in stuck:
+            heapq.heappush(free, (clock[parked], parked))
+        stuck = []
         clock[rank] = now + 1.0
         remaining[rank] -= 1
+        left -= 1
+        if remaining[rank]:
+            heapq.heappush(free, (clock[rank], rank))
         programs[rank].append(Action(kind, mb, chunk))
         if kind == F:
             forward_done[mb, stage] = clock[rank]

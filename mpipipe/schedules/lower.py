@@ -20,21 +20,36 @@ runs exactly as validate() and the simulator model it.
 
 from .actions import (BACKWARD_INPUT, F, RECV_B, RECV_F, SEND_B, SEND_F, Action,
                       Schedule)
+from .quiet_gc import without_gc
 
 
+@without_gc      # a million actions at scale: see quiet_gc.py
 def lower(schedule):
     if schedule.lowered:
         return schedule
     programs = []
     for rank, program in enumerate(schedule.programs):
+        peers = [_peers(schedule, rank, chunk) for chunk in range(schedule.chunks)]
         lowered, before, group, after = [], [], [], []
         for action in program:
-            receives, sends = _messages(schedule, rank, action)
-            before += receives
+            kind = action.kind
+            if kind == F:                # (receive from, send to): the previous, the next stage
+                source, target = peers[action.chunk][0]
+                receive, send = RECV_F, SEND_F
+            elif kind in BACKWARD_INPUT:  # the other way round
+                source, target = peers[action.chunk][1]
+                receive, send = RECV_B, SEND_B
+            else:
+                source = target = None
+            if source is not None:
+                before.append(Action(receive, action.microbatch, action.chunk, source))
             group.append(action)
-            after += sends
+            if target is not None:
+                after.append(Action(send, action.microbatch, action.chunk, target))
             if not action.pairs_with_next:      # the group (one action, or a pair) is complete
-                lowered += before + group + after
+                lowered += before
+                lowered += group
+                lowered += after
                 before, group, after = [], [], []
         lowered += before + group + after       # a pair left open at the end (validate objects)
         programs.append(lowered)
@@ -43,28 +58,16 @@ def lower(schedule):
                     notes=dict(schedule.notes))
 
 
-def _messages(schedule, rank, action):
-    """(receives before, sends after) one compute action; none for W and markers."""
-    last = schedule.num_stages - 1
-    mb, chunk = action.microbatch, action.chunk
-    before, after = [], []
-    if action.kind == F:
-        stage = schedule.stage(rank, chunk)
-        if stage > 0:
-            before.append(_message(schedule, rank, RECV_F, mb, chunk, stage - 1))
-        if stage < last:
-            after.append(_message(schedule, rank, SEND_F, mb, chunk, stage + 1))
-    elif action.kind in BACKWARD_INPUT:
-        stage = schedule.stage(rank, chunk)
-        if stage < last:
-            before.append(_message(schedule, rank, RECV_B, mb, chunk, stage + 1))
-        if stage > 0:
-            after.append(_message(schedule, rank, SEND_B, mb, chunk, stage - 1))
-    return [a for a in before if a], [a for a in after if a]
+def _peers(schedule, rank, chunk):
+    """For a chunk's forward and its backward: (the rank to receive from, the rank to send
+    to), None where there is no neighbouring stage or it is on this same rank (a V's turn:
+    handed over in memory, no message)."""
+    stage, last = schedule.stage(rank, chunk), schedule.num_stages - 1
 
+    def other(neighbour):
+        if not 0 <= neighbour <= last:
+            return None
+        peer = schedule.place(neighbour)[0]
+        return None if peer == rank else peer
 
-def _message(schedule, rank, kind, microbatch, chunk, peer_stage):
-    peer, _ = schedule.place(peer_stage)
-    if peer == rank:
-        return None  # same rank: handed over in memory, no message
-    return Action(kind, microbatch, chunk, peer)
+    return (other(stage - 1), other(stage + 1)), (other(stage + 1), other(stage - 1))

@@ -11,11 +11,10 @@ Two kinds of check, each failing with a message that names the rank and action:
      the message it waits for and what its peer is doing instead.
 """
 
-from collections import Counter
-
 from ..errors import ScheduleError
 from .actions import BW, COMPUTE, MARKERS, MESSAGES, REDUCE_GRAD, STASH_RELEASE, B, F, W
 from .lower import lower
+from .quiet_gc import without_gc
 from .walk import walk
 
 
@@ -23,54 +22,73 @@ def validate(schedule):
     """Return the lowered schedule if it is sound; raise ScheduleError if not."""
     _check_bookkeeping(schedule)
     lowered = lower(schedule)
-    walk(lowered)
+    walk(lowered, keep_events=False)
     return lowered
 
 
+@without_gc
 def _check_bookkeeping(schedule):
     P, m, V = schedule.num_ranks, schedule.num_microbatches, schedule.chunks
     if len(schedule.programs) != P:
         raise ScheduleError(f"{len(schedule.programs)} action lists for {P} ranks")
+    allowed = set(COMPUTE) | set(MARKERS) | (set(MESSAGES) if schedule.lowered else set())
+    markers = set(MARKERS)
     for rank, program in enumerate(schedule.programs):
-        seen, first_at = Counter(), {}
+        # where each compute action first appears, and how often: [kind][chunk][micro-batch]
+        first_at = {kind: [[None] * m for _ in range(V)] for kind in COMPUTE}
+        count = {kind: [[0] * m for _ in range(V)] for kind in COMPUTE}
         for index, action in enumerate(program):
-            where = f"rank {rank}, action #{index} {action}"
-            known = action.kind in COMPUTE or action.kind in MARKERS or (
-                schedule.lowered and action.kind in MESSAGES)
-            if not known:
-                raise ScheduleError(f"{where}: unknown action kind {action.kind!r}", rank, action)
-            if action.kind not in MARKERS and not 0 <= action.microbatch < m:
-                raise ScheduleError(f"{where}: micro-batch outside 0..{m - 1}", rank, action)
-            if not 0 <= action.chunk < V:
-                raise ScheduleError(f"{where}: chunk outside 0..{V - 1}", rank, action)
-            if action.pairs_with_next and not (action.kind in COMPUTE and index + 1 < len(program)
-                                               and program[index + 1].kind in COMPUTE):
-                raise ScheduleError(f"{where}: an overlapped pair is two compute actions, one "
-                                    f"right after the other", rank, action)
-            if action.kind in COMPUTE:
-                seen[action.kind, action.microbatch, action.chunk] += 1
-                first_at.setdefault((action.kind, action.microbatch, action.chunk), index)
-        _check_order(rank, program, first_at)
+            kind, mb, chunk = action.kind, action.microbatch, action.chunk
+            if (kind not in allowed or (kind not in markers and not 0 <= mb < m)
+                    or not 0 <= chunk < V or action.pairs_with_next):
+                _check_action(rank, program, index, allowed, markers, m, V)
+            counts = count.get(kind)
+            if counts is not None:
+                if not counts[chunk][mb]:
+                    first_at[kind][chunk][mb] = index
+                counts[chunk][mb] += 1
+        _check_order(rank, program, first_at, m, V)
         for mb in range(m):
             for chunk in range(V):
-                _check_one(rank, mb, chunk, seen)
+                _check_one(rank, mb, chunk, {kind: count[kind][chunk][mb] for kind in COMPUTE})
         _check_reductions(rank, program)
 
 
-def _check_order(rank, program, first_at):
-    """On one rank: F before its backward, B before its W."""
-    for (kind, mb, chunk), index in first_at.items():
-        needs = {BW: F, B: F, W: B}.get(kind)
-        if needs and first_at.get((needs, mb, chunk), -1) > index:
-            later = first_at[needs, mb, chunk]
-            raise ScheduleError(f"rank {rank} runs {program[index]} (action #{index}) before "
-                                f"{program[later]} (action #{later}), which it needs",
-                                rank, program[index])
+def _check_action(rank, program, index, allowed, markers, m, V):
+    """The checks of one action that looks wrong (or is a pair), with the message."""
+    action = program[index]
+    where = f"rank {rank}, action #{index} {action}"
+    if action.kind not in allowed:
+        raise ScheduleError(f"{where}: unknown action kind {action.kind!r}", rank, action)
+    if action.kind not in markers and not 0 <= action.microbatch < m:
+        raise ScheduleError(f"{where}: micro-batch outside 0..{m - 1}", rank, action)
+    if not 0 <= action.chunk < V:
+        raise ScheduleError(f"{where}: chunk outside 0..{V - 1}", rank, action)
+    if action.pairs_with_next and not (action.kind in COMPUTE and index + 1 < len(program)
+                                       and program[index + 1].kind in COMPUTE):
+        raise ScheduleError(f"{where}: an overlapped pair is two compute actions, one "
+                            f"right after the other", rank, action)
 
 
-def _check_one(rank, mb, chunk, seen):
+def _check_order(rank, program, first_at, m, V):
+    """On one rank: F before its backward, B before its W (the earliest offender is named)."""
+    wrong = []
+    for kind, needs in ((BW, F), (B, F), (W, B)):
+        for chunk in range(V):
+            mine, theirs = first_at[kind][chunk], first_at[needs][chunk]
+            wrong += [(mine[mb], theirs[mb]) for mb in range(m) if mine[mb] is not None
+                      and theirs[mb] is not None and theirs[mb] > mine[mb]]
+    if wrong:
+        index, later = min(wrong)
+        raise ScheduleError(f"rank {rank} runs {program[index]} (action #{index}) before "
+                            f"{program[later]} (action #{later}), which it needs",
+                            rank, program[index])
+
+
+def _check_one(rank, mb, chunk, count):
+    if count[F] == 1 and (count[BW], count[B], count[W]) in ((1, 0, 0), (0, 1, 1)):
+        return      # F once, and BW once or B and W once each: nothing to say
     label = f"{mb}:{chunk}" if chunk else f"{mb}"
-    count = {kind: seen[kind, mb, chunk] for kind in (F, BW, B, W)}
     problem = None
     if count[F] != 1:
         problem = f"runs F{label} {count[F]} times (must be once)"

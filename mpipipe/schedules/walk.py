@@ -12,33 +12,26 @@ Ranks that block on a receive are parked and woken by the matching send, so a
 walk is linear in the number of actions (P=64, m=1024 is ~0.5 M actions).
 """
 
-import gc
 from collections import deque
 
 from ..errors import ScheduleError
+from .quiet_gc import paused
 from .actions import (BACKWARD_INPUT, COMPUTE, F, MARKERS, RECV_B, RECV_F, SEND_B, SEND_F, Event)
 
 
-def walk(schedule, cost=None, latency=0.0, durations=None):
+def walk(schedule, cost=None, latency=0.0, keep_events=True, durations=None):
     """Walk a lowered schedule; return (events, finish time per rank, compute time per rank).
 
     `cost[kind, stage]` is the time of a compute action (default: 1 each);
     `durations[rank][action]`, if given, is instead each action's own time (a
     measured step played again). Raises ScheduleError naming the rank if the
-    lists cannot finish.
+    lists cannot finish. Without `keep_events` (validate() needs only the proof)
+    the events list stays empty.
     """
     if cost is None:
         cost = {(kind, stage): 1.0 for kind in COMPUTE for stage in range(schedule.num_stages)}
-    # A walk keeps every event it makes (about a million small objects at P=64,
-    # m=1024), and Python's cyclic garbage collector would rescan them again and
-    # again as they pile up; none of them can form a cycle, so it is paused.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _walk(schedule, cost, latency, durations)
-    finally:
-        if collecting:
-            gc.enable()
+    with paused():      # a million events at scale: see quiet_gc.py
+        return _walk(schedule, cost, latency, keep_events, durations)
 
 
 # The message key of actions.message_key(), built inline in the walk (it runs
@@ -47,12 +40,12 @@ _MESSAGE = {SEND_F: ("F", True, 1), RECV_F: ("F", False, 0),
             SEND_B: ("B", True, -1), RECV_B: ("B", False, 0)}
 
 
-def _walk(schedule, cost, latency, durations):
+def _walk(schedule, cost, latency, keep_events, durations):
     P = schedule.num_ranks
     programs = schedule.programs
     position, clock, busy = [0] * P, [0.0] * P, [0.0] * P
     events = []
-    record = events.append
+    record = events.append if keep_events else None
     in_flight = {}     # message key -> time it was sent
     blocked_on = {}    # message key -> rank waiting for it
     handoffs = _LocalHandoffs(schedule)
@@ -67,17 +60,20 @@ def _walk(schedule, cost, latency, durations):
             kind = action.kind
             message = _MESSAGE.get(kind)
             if message is None:
-                if kind in MARKERS:         # take no time and wait for nothing
-                    at += 1
-                    continue
-                if kind not in COMPUTE:
-                    raise ScheduleError(f"rank {rank}: unknown action {action!r}", rank, action)
                 stage = stages[action.chunk]
+                took = cost.get((kind, stage))
+                if took is None:
+                    if kind in MARKERS:     # take no time and wait for nothing
+                        at += 1
+                        continue
+                    raise ScheduleError(f"rank {rank}: unknown action {action!r}", rank, action)
                 if check_handoffs:
                     check_handoffs(rank, action, stage)
-                took = cost[kind, stage] if durations is None else durations[rank][action]
+                if durations is not None:
+                    took = durations[rank][action]
                 computed += took
-                record(Event(rank, action, now, now + took))
+                if record:
+                    record(Event(rank, action, now, now + took))
                 now += took
             else:
                 direction, is_send, offset = message
@@ -88,7 +84,8 @@ def _walk(schedule, cost, latency, durations):
                         raise ScheduleError(f"rank {rank} sends {action} twice in one step",
                                             rank, action)
                     in_flight[key] = now
-                    record(Event(rank, action, now, now))
+                    if record:
+                        record(Event(rank, action, now, now))
                     if key in blocked_on:
                         runnable.append(blocked_on.pop(key))
                 else:
@@ -98,7 +95,8 @@ def _walk(schedule, cost, latency, durations):
                         break
                     start = now
                     now = max(now, in_flight.pop(key) + latency)
-                    record(Event(rank, action, start, now))
+                    if record:
+                        record(Event(rank, action, start, now))
             at += 1
         clock[rank], position[rank] = now, at
         busy[rank] += computed
