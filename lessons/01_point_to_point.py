@@ -12,10 +12,11 @@ import os
 import statistics
 import time
 
-import numpy as np
+# _common first: it limits BLAS to one thread per rank before NumPy loads
+from _common import OUT, WORLD, main_guard, need_ranks, say
+import numpy as np  # noqa: E402
 
 from _checks import Checks
-from _common import OUT, WORLD, main_guard, need_ranks, say
 from mpipipe.schedules.actions import BW, F, RECV_B, RECV_F, SEND_B, SEND_F, Action, Event
 
 BATCH, WIDTH = 32, 1024

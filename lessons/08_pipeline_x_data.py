@@ -12,12 +12,14 @@ result is the same training as one process on the whole batch.
 import statistics
 import time
 
-import numpy as np
+# _common first: it limits BLAS to one thread per rank before NumPy loads
+from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
+import numpy as np  # noqa: E402
 
 from _checks import Checks
-from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
 from _figures import draw
 from mpipipe.p2p import Waiter, allreduce_sum
+from mpipipe.schedules.actions import ALLREDUCE
 from mpipipe.topology import grid
 
 BATCH, LAYERS, M, PP = 256, 8, 4, 2
@@ -70,6 +72,10 @@ def main():
             *(f"  stage {st}: {nbytes[st] / 2**20:.2f} MiB of gradients over {dp} replicas in "
               f"{seconds[st] * 1e3:.2f} ms: {2 * (dp - 1) / dp * nbytes[st] / seconds[st] / 1e9:.2f}"
               " GB/s sent per rank (a ring sends 2(n-1)/n of the data)" for st in range(pp)),
+            "in the training's last step (the engine's trace, from its start after the stage's "
+            "last backward to its end):", "  " + ", ".join(
+                f"stage {e.rank} {e.end - e.start:.2f} ms" for e in r.measured[-1].events
+                if e.action.kind == ALLREDUCE),
             "", f"answer: ranks 1 and 3 (stage 1) sum to {seen[1][3]:g}; the all-reduce takes "
             f"{max(seconds.values()) * 1e3:.2f} ms of a {r.step_ms:.1f} ms step "
             f"({max(seconds.values()) * 1e3 / r.step_ms:.0%}), once per step.", "")

@@ -18,6 +18,11 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+if "numpy" in sys.modules and "OMP_NUM_THREADS" not in os.environ:
+    # NumPy read its BLAS thread count when it loaded: two ranks each running several BLAS
+    # threads on the same cores slow each other down many times over (see mpipipe/__init__.py)
+    raise ImportError("a lesson must import _common before NumPy (OMP_NUM_THREADS=1 is set there)")
+
 import mpipipe  # noqa: E402,F401  (one BLAS thread per rank, before NumPy loads)
 from mpi4py import MPI  # noqa: E402
 

@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from mpipipe import measure
-from mpipipe.schedules.actions import message_key
+from mpipipe.schedules.actions import ALLREDUCE, message_key
 from mpipipe.simulate import replay
 from mpipipe.timeline import Timeline, in_ms
 
@@ -119,8 +119,8 @@ def in_flight(trained):
 def where_the_rest_went(trained):
     """Lines saying what the last step spent outside its actions, measured."""
     measured, replayed = trained.measured[-1], trained.replayed[-1]
-    by_rank = [sorted((e for e in measured.events if e.rank == r), key=lambda e: e.start)
-               for r in range(measured.num_ranks)]
+    by_rank = [sorted((e for e in measured.events if e.rank == r and e.action.kind != ALLREDUCE),
+                      key=lambda e: e.start) for r in range(measured.num_ranks)]
     messages = in_flight(trained)
     between = statistics.mean(_between_actions(events) for events in by_rank)
     ranks, cores = trained.summary.ranks_on_node, trained.summary.cores
