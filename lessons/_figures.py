@@ -6,8 +6,8 @@ Three bubbles tell the story of a step:
             lasting exactly what it lasted here, every message free and
             instant. No run with these action times can be shorter, so the
             replay is a floor; it already holds what the textbook leaves out:
-            unequal stages (the last one computes the loss), a backward
-            that costs more than a forward, small micro-batches that use the
+            unequal stages (the last one computes the loss), F, B and W as
+            they are here (not equal), small micro-batches that use the
             cores less well, an action slowed by a neighbour on its core;
   measured  the step as it ran.
 Whatever the measured step took beyond its replay was spent outside the
