@@ -76,7 +76,8 @@ def main():
             "last backward to its end):", "  " + ", ".join(
                 f"stage {e.rank} {e.end - e.start:.2f} ms" for e in r.measured[-1].events
                 if e.action.kind == ALLREDUCE),
-            "", f"answer: ranks 1 and 3 (stage 1) sum to {seen[1][3]:g}; the all-reduce takes "
+            "", f"answer: ranks {', '.join(str(q) for q in range(1, size, pp))} (stage 1) sum to "
+            f"{seen[1][3]:g}; the all-reduce takes "
             f"{max(seconds.values()) * 1e3:.2f} ms of a {r.step_ms:.1f} ms step "
             f"({max(seconds.values()) * 1e3 / r.step_ms:.0%}), once per step.", "")
     checks.finish()
