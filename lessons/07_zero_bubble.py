@@ -1,42 +1,81 @@
 """Lesson 7: zero bubble. Split the backward, fill the gaps with weight gradients.
 
-    mpiexec -n 2 python lessons/07_zero_bubble.py
+    .venv/bin/mpiexec -n 2 .venv/bin/python lessons/07_zero_bubble.py
 
 The backward is two jobs: B, the input gradient the previous stage is waiting
 for, and W, the weight gradient only the optimizer needs. ZB-H1 sends every B
 on at once and runs the W's in what were 1F1B's idle gaps: bubble per rank
-(P-1)(F+B-W) instead of (P-1)(F+B+W). ZB-H2 holds more activations (2P-1) to
-also fill the warm-up: its steady state has no bubble at all, but within one
-flushed step the edges stay (see the simulator's "steady state"). DualPipeV
-(DeepSeek) puts two chunks per rank in a V like ZB-V and runs a forward and the
-other chunk's backward as a pair (F&B), drawn with '&'.
+(P-1)(F+B-W) instead of (P-1)(F+B+W). The price: a micro-batch's activations
+stay until its W, so every rank holds as many as rank 0 (P), not P - r. ZB-H2
+holds more (2P-1) to also fill the warm-up: its steady state has no bubble at
+all, but within one flushed step the edges stay. ZB-V and DualPipeV put two
+chunks per rank in a V; DualPipeV (DeepSeek) runs a forward and the other
+chunk's backward as a pair (F&B), drawn with '&'.
 """
 
-from _common import WORLD, main_guard, need_ranks, say, train
+from _checks import Checks
+from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
+from _figures import draw
 from mpipipe.schedules import validated_schedule
-from mpipipe.simulate import simulate, steady_state
+from mpipipe.simulate import steady_state
+
+BATCH, LAYERS, M = 256, 8, 8
+CHUNKS = {"1f1b": 1, "zb-h1": 1, "zb-h2": 1, "zbv": 2, "dualpipev": 2}
+
+
+def held(schedule, P, rank):
+    """(Chunk-)micro-batches a rank holds at its peak, with m = 8 >= 2P."""
+    return {"1f1b": min(P - rank, M),       # freed at each BW
+            "zb-h1": min(P, M),            # kept until W, which comes later: P on every rank
+            "zb-h2": min(2 * P - 1, M),    # more forwards in flight, to fill the warm-up
+            "zbv": 2 * P,                  # half-size chunks: 1F1B's bytes
+            "dualpipev": 2 * P + 1}[schedule]
 
 
 def main():
     need_ranks(2)
-    P, m = WORLD.Get_size(), 8
-    lines = [f"{'schedule':>9} {'planned':>8} {'steady':>7} {'measured':>9} {'stash':>6}"]
-    for schedule in ("1f1b", "zb-h1", "zb-h2", "zbv", "dualpipev"):
-        schedule_plan = validated_schedule(schedule, P, m)
-        planned = simulate(schedule_plan).bubble_fraction
-        steady = steady_state(schedule_plan)[1]
-        r = train(schedule=schedule, microbatches=m)
-        lines.append(f"{schedule:>9} {planned:>8.3f} {steady:>7.3f} "
-                     f"{r.bubble_fraction:>9.3f} {r.peak_stash[0]:>6}")
-        if schedule == "zb-h1":
-            picture = r.timeline
-        if schedule == "dualpipev":
-            pairs = r.timeline
-    say(f"{P} ranks, m = {m}; planned with F = B = W:", *lines, "",
-        "planned: one flushed step; steady: steps back to back (only ZB-H2 reaches 0);",
-        "stash: micro-batches (zbv, dualpipev: half-size chunks) held by rank 0 at the peak.",
-        "", "zb-h1 as it ran (W's fill the gaps):", picture, "",
-        "dualpipev as it ran (F7&bw3: a forward and the other chunk's backward, a pair):", pairs)
+    P = WORLD.Get_size()
+    checks, runs = Checks(), {}
+    lines = [f"{'schedule':>9} {'textbook':>9} {'steady':>7} {'replay':>7} {'measured':>9} "
+             f"{'step ms':>8} {'stash':>7} {'KiB':>11}"]
+    schedules = [name for name in CHUNKS if name != "dualpipev" or M >= 2 * P]
+    for schedule in schedules:
+        steady = steady_state(validated_schedule(schedule, P, M))[1]
+        r = runs[schedule] = train(schedule=schedule, microbatches=M, check=True)
+        s = r.summary
+        checks.bubble(dict(schedule=schedule), r)
+        checks.equivalence(dict(schedule=schedule), s)
+        for rank in range(P):
+            count = held(schedule, P, rank)
+            checks.exact("stash", dict(schedule=schedule, rank=rank), s.peak_stash[rank], count)
+            checks.exact("memory", dict(schedule=schedule, rank=rank), s.peak_stash_bytes[rank],
+                         count * activation_bytes(LAYERS // (P * CHUNKS[schedule]), BATCH // M))
+        if WORLD.Get_rank() == 0:
+            lines.append(f"{schedule:>9} {r.textbook:>9.3f} {steady:>7.3f} {r.replay_bubble:>7.3f} "
+                         f"{r.bubble:>9.3f} {r.step_ms:>8.1f} "
+                         f"{' '.join(map(str, s.peak_stash)):>7} "
+                         f"{' '.join(str(b // 1024) for b in s.peak_stash_bytes):>11}")
+    if WORLD.Get_rank() == 0:
+        zb, base = runs["zb-h1"], runs["1f1b"]
+        say(f"{P} ranks, m = {M}:", *lines,
+            "textbook: one flushed step simulated with F = B = W and free messages; steady: "
+            "steps back", "to back (only ZB-H2 reaches 0); stash: micro-batches (zbv, "
+            "dualpipev: half-size chunks)", "held at the peak, per rank; KiB: their activations.",
+            "", f"the split, measured in zb-h1: F {zb.action_ms('F'):.2f} ms, B "
+            f"{zb.action_ms('B'):.2f} ms, W {zb.action_ms('W'):.2f} ms an action "
+            f"(1f1b's fused BW {base.action_ms('BW'):.2f} ms)", "",
+            "zb-h1 in detail:", *zb.explain(),
+            draw(f"{OUT}/07_zero_bubble.png", zb, f"zb-h1, P={P}, m={M}"), "",
+            "zb-h1 as it ran (W's fill the gaps):", zb.summary.timeline, "")
+        if "dualpipev" in runs:
+            say("dualpipev as it ran (F7&bw3: a forward and the other chunk's backward, a pair):",
+                runs["dualpipev"].summary.timeline, "")
+        say(f"answer: under zb-h1 the ranks hold {' '.join(map(str, zb.summary.peak_stash))} "
+            f"micro-batches (1f1b: {' '.join(map(str, base.summary.peak_stash))}): every "
+            "rank keeps each one until its W.",
+            f"The step took {zb.step_ms:.1f} ms against 1f1b's {base.step_ms:.1f} ms; measured "
+            f"bubble {zb.bubble:.3f} against {base.bubble:.3f}.", "")
+    checks.finish()
 
 
 if __name__ == "__main__":

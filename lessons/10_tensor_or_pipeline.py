@@ -1,6 +1,6 @@
 """Lesson 10: tensor or pipeline parallelism? The same GPT on 2 ranks, split both ways.
 
-    mpiexec -n 2 python lessons/10_tensor_or_pipeline.py
+    .venv/bin/mpiexec -n 2 .venv/bin/python lessons/10_tensor_or_pipeline.py
 
 Tensor parallelism (tp = 2) gives each rank half of every block: half of the
 attention heads, half of the MLP's hidden units (mpipipe/tensor_parallel.py).
@@ -49,8 +49,8 @@ def expected(split, m, layers, sample_bytes):
 
 def main():
     if WORLD.Get_size() != 2:
-        say("this lesson compares two ways of using 2 ranks: mpiexec -n 2 python "
-            f"{sys.argv[0]}")
+        say("this lesson compares two ways of using 2 ranks: .venv/bin/mpiexec -n 2 "
+            f".venv/bin/python {sys.argv[0]}")
         return 2
     wrong, rows, runs = [], [], {}
     for m, layers, what in ((4, 2, "m = 4, L = 2"), (8, 2, "m = 8, L = 2"),

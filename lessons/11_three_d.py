@@ -1,6 +1,6 @@
 """Lesson 11: tensor x pipeline x data parallelism for real, a miniature of GPT-3's layout.
 
-    mpiexec -n 8 python lessons/11_three_d.py
+    .venv/bin/mpiexec -n 8 .venv/bin/python lessons/11_three_d.py
 
 GPT-3 175B was trained on 1024 GPUs as tensor parallel 8 (inside a node) x
 pipeline 16 (across nodes) x data parallel 8 (lesson 9 did its pipeline
@@ -52,7 +52,8 @@ def params_of_a_rank(width, vocab, tokens, tp, blocks, embedding, head):
 
 def main():
     if WORLD.Get_size() != TP * PP * DP:
-        say(f"this lesson is the 2 x 2 x 2 grid: mpiexec -n 8 python {sys.argv[0]}")
+        say(f"this lesson is the 2 x 2 x 2 grid: .venv/bin/mpiexec -n 8 .venv/bin/python "
+            f"{sys.argv[0]}")
         return 2
     config = TrainConfig(model="gpt", tp=TP, pp=PP, dp=DP, layers=2, hidden=WIDTH, heads=2,
                          partition=[2, 2], global_batch=BATCH, microbatches=MICRO, steps=3,

@@ -4,15 +4,18 @@ A cost model (`Costs`: the time of F, B, W, of a message and of the tensor-
 parallel all-reduces) turns a lowered schedule into a planned timeline by
 walking it as the engine would run it (schedules/walk.py). The same costs can
 be read back from a measured step (`costs_from_events`), so a plan and a
-measurement can be compared. `tensor_or_pipeline` plans the same model on N
-ranks both ways, split into N stages or into N tensor shards, and says how
-slow the tensor all-reduces must be before the pipeline wins; `allreduce_time`
-and `message_time` turn a link's latency and bandwidth into those costs.
+measurement can be compared; `replay` plays a measured step again with each
+action's own time and free messages. `tensor_or_pipeline` plans the same model
+on N ranks both ways, split into N stages or into N tensor shards, and says
+how slow the tensor all-reduces must be before the pipeline wins;
+`allreduce_time` and `message_time` turn a link's latency and bandwidth into
+those costs.
 """
 
 from dataclasses import dataclass, replace
 
-from .schedules.actions import B, BACKWARD_INPUT, BW, COMPUTE, F, STASH_RELEASE, W, Schedule
+from .schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, RECOMPUTE, STASH_RELEASE, W,
+                                Schedule)
 from .schedules.lower import lower
 from .schedules.walk import walk as schedules_walk
 from .timeline import Timeline, bubble_fraction
@@ -120,6 +123,27 @@ def costs_from_events(events, chunks=1, recompute=False, schedule=None):
                 predicted[stage] += costs.of(e.action.kind, chunks)
     factors = tuple(m / p if p > 0 else 1.0 for m, p in zip(measured, predicted))
     return replace(costs, stage_factors=factors)
+
+
+def replay(schedule, events):
+    """The measured step `events` played again: every compute action lasting exactly
+    what it lasted (a repeated forward, R, counted with the backward it precedes), every
+    message free and instant. A rank cannot start an action before its previous one
+    ends and the message it needs has been sent, so no run with these action times can
+    finish sooner: the replay is a floor, and whatever the measured step took beyond it
+    was spent outside the actions (messages, the code between actions, a rank waiting
+    for a core). Returns the replayed Timeline, in the events' unit of time."""
+    repeated = {(e.rank, e.action.chunk, e.action.microbatch): e.end - e.start
+                for e in events if e.action.kind == RECOMPUTE}
+    durations = [{} for _ in range(schedule.num_ranks)]
+    for e in events:
+        if e.action.kind in COMPUTE:
+            took = e.end - e.start
+            if e.action.kind in BACKWARD_INPUT:
+                took += repeated.get((e.rank, e.action.chunk, e.action.microbatch), 0.0)
+            durations[e.rank][e.action] = took
+    played, _, _ = schedules_walk(lower(schedule), durations=durations)
+    return Timeline.of_events(played, schedule.num_ranks)
 
 
 def steady_state(schedule, costs=Costs()):

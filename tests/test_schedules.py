@@ -328,3 +328,66 @@ def test_costs_read_back_from_a_run_keep_each_stage_its_speed(name, V):
     assert replanned.busy == pytest.approx(ran.busy, rel=1e-9)
     equal = simulate(schedule, costs_from_events(ran.events, schedule.chunks))
     assert equal.bubble_fraction < ran.bubble_fraction - 0.02
+
+
+def _gpipe_by_hand(forward, backward):
+    """GPipe's step length from the recurrences: F(s, i) starts once F(s, i-1) and F(s-1, i)
+    have ended; the backwards run in reverse, after the stage's last forward.
+    forward[s][i], backward[s][i]: the time of each action."""
+    P, m = len(forward), len(forward[0])
+    f_end = [[0.0] * m for _ in range(P)]
+    for s in range(P):
+        for i in range(m):
+            f_end[s][i] = max(f_end[s][i - 1] if i else 0.0, f_end[s - 1][i] if s else 0.0) \
+                + forward[s][i]
+    b_end = [[0.0] * m for _ in range(P)]
+    for s in reversed(range(P)):
+        for i in range(m):
+            ready = max(b_end[s][i - 1] if i else f_end[s][m - 1],
+                        b_end[s + 1][i] if s < P - 1 else 0.0)
+            b_end[s][i] = ready + backward[s][i]
+    return max(b_end[s][m - 1] for s in range(P))
+
+
+def test_replay_plays_each_action_for_its_own_time():
+    """A 'measured' GPipe step with a different time for every action, replayed, ends when
+    the textbook recurrences say; slow messages only ever make the measurement longer."""
+    import random
+
+    from mpipipe.schedules.actions import Event
+    from mpipipe.simulate import replay
+
+    P, m = 3, 5
+    rng = random.Random(7)
+    forward = [[rng.uniform(0.5, 2.0) for _ in range(m)] for _ in range(P)]
+    backward = [[rng.uniform(1.0, 3.0) for _ in range(m)] for _ in range(P)]
+    schedule = validated_schedule("gpipe", P, m)
+    events, at = [], [0.0] * P      # each rank's actions back to back: the times are what count
+    for rank, program in enumerate(schedule.programs):
+        for action in program:
+            if action.kind in (F, BW):
+                took = (forward if action.kind == F else backward)[rank][action.microbatch]
+                events.append(Event(rank, action, at[rank], at[rank] + took))
+                at[rank] += took
+    played = replay(schedule, events)
+    assert played.makespan == pytest.approx(_gpipe_by_hand(forward, backward), rel=1e-12)
+    assert sum(played.busy) == pytest.approx(sum(at), rel=1e-12)
+    # a run whose messages cost 0.3 is never shorter than its replay with free messages
+    slow = simulate(schedule, Costs(comm=0.3))
+    assert replay(schedule, slow.events).makespan < slow.makespan - 0.3
+
+
+def test_replay_counts_a_repeated_forward_with_its_backward():
+    from mpipipe.schedules.actions import RECOMPUTE, Event
+    from mpipipe.simulate import replay
+
+    schedule = validated_schedule("1f1b", 2, 4)
+    planned = simulate(schedule, Costs(recompute=True))      # BW = 3: R (1) then BW (2)
+    split = []
+    for e in planned.events:
+        if e.action.kind == BW:
+            split.append(Event(e.rank, Action(RECOMPUTE, e.action.microbatch), e.start, e.start + 1))
+            split.append(Event(e.rank, e.action, e.start + 1, e.end))
+        elif e.action.kind == F:
+            split.append(e)
+    assert replay(schedule, split).makespan == pytest.approx(planned.makespan, rel=1e-12)

@@ -19,17 +19,19 @@ from .quiet_gc import paused
 from .actions import (BACKWARD_INPUT, COMPUTE, F, MARKERS, RECV_B, RECV_F, SEND_B, SEND_F, Event)
 
 
-def walk(schedule, cost=None, latency=0.0, keep_events=True):
+def walk(schedule, cost=None, latency=0.0, keep_events=True, durations=None):
     """Walk a lowered schedule; return (events, finish time per rank, compute time per rank).
 
-    `cost[kind, stage]` is the time of a compute action (default: 1 each).
-    Raises ScheduleError naming the rank if the lists cannot finish. Without
-    `keep_events` (validate() needs only the proof) the events list stays empty.
+    `cost[kind, stage]` is the time of a compute action (default: 1 each);
+    `durations[rank][action]`, if given, is instead each action's own time (a
+    measured step played again). Raises ScheduleError naming the rank if the
+    lists cannot finish. Without `keep_events` (validate() needs only the proof)
+    the events list stays empty.
     """
     if cost is None:
         cost = {(kind, stage): 1.0 for kind in COMPUTE for stage in range(schedule.num_stages)}
     with paused():      # a million events at scale: see quiet_gc.py
-        return _walk(schedule, cost, latency, keep_events)
+        return _walk(schedule, cost, latency, keep_events, durations)
 
 
 # The message key of actions.message_key(), built inline in the walk (it runs
@@ -38,7 +40,7 @@ _MESSAGE = {SEND_F: ("F", True, 1), RECV_F: ("F", False, 0),
             SEND_B: ("B", True, -1), RECV_B: ("B", False, 0)}
 
 
-def _walk(schedule, cost, latency, keep_events):
+def _walk(schedule, cost, latency, keep_events, durations):
     P = schedule.num_ranks
     programs = schedule.programs
     position, clock, busy = [0] * P, [0.0] * P, [0.0] * P
@@ -67,6 +69,8 @@ def _walk(schedule, cost, latency, keep_events):
                     raise ScheduleError(f"rank {rank}: unknown action {action!r}", rank, action)
                 if check_handoffs:
                     check_handoffs(rank, action, stage)
+                if durations is not None:
+                    took = durations[rank][action]
                 computed += took
                 if record:
                     record(Event(rank, action, now, now + took))
