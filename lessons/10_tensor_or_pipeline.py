@@ -11,15 +11,16 @@ activation forward and one gradient back per micro-batch across the cut.
 
 Both runs train the same model on the same batches, checked against one
 process. The lesson counts every message and all-reduce, compares each count
-with its formula (a disagreement prints WRONG and fails the lesson), doubles
-the micro-batches and then the layers to show how each kind of talk grows,
-and ends with the simulator's answer to "when would the pipeline be faster?".
+with its formula (lessons/_checks.py: a disagreement prints WRONG and exits 1;
+MPIPIPE_LESSON_PLANT=messages plants one), doubles the micro-batches and then
+the layers to show how each kind of talk grows, and ends with the simulator's
+answer to "when would the pipeline be faster?".
 """
 
-import sys
 from statistics import mean
 
-from _common import WORLD, main_guard, say
+from _checks import Checks
+from _common import WORLD, main_guard, need_ranks, say
 from mpipipe.config import TrainConfig
 from mpipipe.schedules import validated_schedule
 from mpipipe.simulate import Costs, allreduce_time, tensor_or_pipeline
@@ -48,36 +49,29 @@ def expected(split, m, layers, sample_bytes):
 
 
 def main():
-    if WORLD.Get_size() != 2:
-        say("this lesson compares two ways of using 2 ranks: .venv/bin/mpiexec -n 2 "
-            f".venv/bin/python {sys.argv[0]}")
-        return 2
-    wrong, rows, runs = [], [], {}
-    for m, layers, what in ((4, 2, "m = 4, L = 2"), (8, 2, "m = 8, L = 2"),
-                            (4, 4, "m = 4, L = 4")):
+    need_ranks(2, exactly=2)
+    checks, rows, runs = Checks(), [], {}
+    for m, layers in ((4, 2), (8, 2), (4, 4)):
         cells = []
         for split in ("tp", "pp"):
             s, run = train(split, m, layers)
             runs[(split, m, layers)] = (s, run)
-            tokens = run.setup.spec.seq_len
+            label = {"split": split, "m": m, "L": layers}
             talks_measured = (s.tensor_allreduces_per_step if split == "tp"
                               else s.messages_per_step)
             bytes_measured = (s.tensor_bytes_per_step if split == "tp"
                               else s.message_bytes_per_step)
-            talks, nbytes = expected(split, m, layers, tokens * WIDTH * 8)
-            agrees = True
+            talks, nbytes = expected(split, m, layers, run.setup.spec.seq_len * WIDTH * 8)
             for rank in range(2):
-                if (talks_measured[rank], bytes_measured[rank]) != (talks, nbytes):
-                    agrees = False
-                    wrong.append(f"{split}, {what}, rank {rank}: measured {talks_measured[rank]} "
-                                 f"talks and {bytes_measured[rank]} bytes per step, the formula "
-                                 f"says {talks} and {nbytes}")
-            if not s.check.passed:
-                wrong.append(f"{split}, {what}: not the one-process training ({s.check})")
+                checks.exact("messages", {**label, "rank": rank, "count": "talks"},
+                             talks_measured[rank], talks)
+                checks.exact("messages", {**label, "rank": rank, "count": "bytes"},
+                             bytes_measured[rank], nbytes)
+            checks.equivalence(label, s)
             each = bytes_measured[0] / max(1, talks_measured[0]) / 1024
             cells.append(f"{talks_measured[0]:>3} x {each:4.1f} KiB = "
-                         f"{bytes_measured[0] / 1024:6.1f} KiB" + ("  ok" if agrees else "  WRONG"))
-        rows.append(f"  {what:<18} {cells[0]:<34} {cells[1]}")
+                         f"{bytes_measured[0] / 1024:6.1f} KiB")
+        rows.append(f"  {f'm = {m}, L = {layers}':<18} {cells[0]:<34} {cells[1]}")
     tp, tp_run = runs[("tp", 4, 2)]
     pp, pp_run = runs[("pp", 4, 2)]
     kib = lambda values: " / ".join(f"{v / 1024:.0f}" for v in values) + " KiB"   # noqa: E731
@@ -91,7 +85,8 @@ def main():
         row("", "128 of 256 MLP units per rank", "(the embedding and the head count)"),
         row("how it talks", "Allreduce inside every block,", "Send/Recv at the cut,"),
         row("", "4 per block and micro-batch", "1 per micro-batch and rank"),
-        "talk per step and rank, measured ('ok': equal to the formula 4 L m, resp. m):",
+        "talk per step and rank, measured (checked below against the formulas: 4 L m",
+        "all-reduces, m sends, each of one micro-batch's activation):",
         *rows,
         row("step time", f"{tp.step_time_s * 1e3:.1f} ms", f"{pp.step_time_s * 1e3:.1f} ms"),
         row("bubble", f"{tp.bubble_fraction:.3f} (one stage: none)",
@@ -108,14 +103,12 @@ def main():
         "smaller pieces); doubling the layers doubles tensor parallelism's talk and leaves the",
         "pipeline's alone: it talks only at the cut, tensor parallelism inside every layer.")
     if WORLD.Get_rank() == 0:
-        break_even(tp_run, pp_run)
-    if wrong:
-        say("", *(f"WRONG: {line}" for line in wrong))
-        return 1
-    return 0
+        break_even(tp_run, pp_run, checks)
+    say("")
+    checks.finish()
 
 
-def break_even(tp_run, pp_run):
+def break_even(tp_run, pp_run, checks):
     """The simulator with this machine's measured times: when would pp = 2 beat tp = 2?"""
     compute = {}
     for kind in ("F", "BW"):
@@ -133,6 +126,9 @@ def break_even(tp_run, pp_run):
     per_allreduce = even / (2 * spec.layers)
     budget = per_allreduce / 2 - latency            # a ring of 2: 2 rounds of latency + bytes/2
     link = (nbytes / 2 / budget) if budget > 0 else None
+    if link:   # the ring all-reduce at that bandwidth, 2 L of them: the break-even again
+        checks.close("formula", {"break-even": "2 L x allreduce_time"},
+                     2 * spec.layers * allreduce_time(nbytes, 2, latency, link), even, 1e-12)
     faster = "pipeline" if pp_run.summary.step_time_s < tp_run.summary.step_time_s else "tensor"
     say("", f"when would the pipeline be faster? (simulated, 1F1B, m = {m}, with the times "
         "measured above)",
@@ -143,8 +139,6 @@ def break_even(tp_run, pp_run):
         f"  = {2 * spec.layers} all-reduces of {nbytes / 1024:.0f} KiB each: on a link of 5 us "
         "latency, "
         + (f"one slower than {link / 1e9:.2f} GB/s" if link else "at any bandwidth"),
-        f"  check: at that bandwidth one all-reduce takes "
-        f"{allreduce_time(nbytes, 2, latency, link) * 1e3:.3f} ms" if link else "",
         f"  with {talk * 1e3:.3f} ms here the simulator expects the "
         f"{'pipeline' if talk > even else 'tensor split'} to be faster;",
         f"  measured, the {faster} was: pp {pp_run.summary.step_time_s * 1e3:.1f} ms, "
@@ -152,6 +146,4 @@ def break_even(tp_run, pp_run):
 
 
 if __name__ == "__main__":
-    status = []                  # main's exit status, once main_guard has let it run
-    main_guard(lambda: status.append(main()))
-    sys.exit(status[0] if status else 1)
+    main_guard(main)

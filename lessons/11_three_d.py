@@ -12,15 +12,14 @@ tp_index) and split with Comm.Split into their three communicators.
 
 The lesson prints the grid, what each rank's communicators hold, and for each
 rank what it said per step (tensor all-reduces, pipeline messages, the
-data-parallel all-reduce), each beside its formula: a mismatch prints WRONG
-and fails the lesson. The training is checked against one process. Then the
+data-parallel all-reduce), each checked against its formula (lessons/_checks.py:
+a mismatch prints WRONG and exits 1; MPIPIPE_LESSON_PLANT=messages plants one). The training is checked against one process. Then the
 same formulas, fed GPT-3's sizes, give what each GPU of the real run says per
 step: the reason tensor parallelism stays inside a node.
 """
 
-import sys
-
-from _common import WORLD, main_guard, say
+from _checks import Checks
+from _common import WORLD, main_guard, need_ranks, say
 from mpipipe.config import TrainConfig
 from mpipipe.topology import communicators, grid
 from mpipipe.train import run_training
@@ -51,10 +50,7 @@ def params_of_a_rank(width, vocab, tokens, tp, blocks, embedding, head):
 
 
 def main():
-    if WORLD.Get_size() != TP * PP * DP:
-        say(f"this lesson is the 2 x 2 x 2 grid: .venv/bin/mpiexec -n 8 .venv/bin/python "
-            f"{sys.argv[0]}")
-        return 2
+    need_ranks(TP * PP * DP, exactly=TP * PP * DP)
     config = TrainConfig(model="gpt", tp=TP, pp=PP, dp=DP, layers=2, hidden=WIDTH, heads=2,
                          partition=[2, 2], global_batch=BATCH, microbatches=MICRO, steps=3,
                          samples=256, dtype="float64", optimizer="adam", schedule="1f1b")
@@ -65,28 +61,34 @@ def main():
             "data": g.data.allgather(g.world_rank),
             "params": sum(ch.layers.flat_params.size for ch in run.chunks)}
     ranks = WORLD.gather(mine, root=0)
-    if WORLD.Get_rank() != 0:
-        return 0
+    checks = Checks()
+    if WORLD.Get_rank() == 0:
+        report(ranks, s, setup, checks)
+    checks.finish()
+
+
+def report(ranks, s, setup, checks):
+    """Rank 0: every rank's figures against their formulas, the table, GPT-3's arithmetic."""
     vocab, tokens = setup.spec.input_dim, setup.spec.seq_len
-    groups, wrong, rows = communicators(TP, PP, DP), [], []
+    groups, rows = communicators(TP, PP, DP), []
     for r in ranks:
-        for kind in ("tensor", "pipe", "data"):
-            if sorted(r[kind]) not in groups[kind]:
-                wrong.append(f"rank {r['rank']}: its {kind} communicator holds {r[kind]}")
+        label = {"rank": r["rank"]}
+        for kind in ("tensor", "pipe", "data"):      # 1: the group the layout formula names
+            checks.exact("formula", {**label, "communicator": kind},
+                         int(sorted(r[kind]) in groups[kind]), 1)
         first, last = r["pp"] == 0, r["pp"] == PP - 1
         formula = talk_per_step(WIDTH, tokens, BATCH // (DP * MICRO), MICRO, 1, 1,
                                 params_of_a_rank(WIDTH, vocab, tokens, TP, 1, first, last), 8)
+        (tensor, tensor_bytes), (sends, send_bytes), data_bytes = formula
         if r["dp"] == 0:          # the summary's per-rank figures are replica 0's
             i = r["tp"] + TP * r["pp"]
-            measured = ((s.tensor_allreduces_per_step[i], s.tensor_bytes_per_step[i]),
-                        (s.messages_per_step[i], s.message_bytes_per_step[i]))
-            if measured != formula[:2]:
-                wrong.append(f"rank {r['rank']}: measured {measured}, the formulas say "
-                             f"{formula[:2]}")
-        if r["params"] * 8 != formula[2]:
-            wrong.append(f"rank {r['rank']}: holds {r['params']} parameters, the formula says "
-                         f"{formula[2] // 8}")
-        (tensor, tensor_bytes), (sends, send_bytes), data_bytes = formula
+            for what, measured, expected in (
+                    ("tensor all-reduces", s.tensor_allreduces_per_step[i], tensor),
+                    ("tensor bytes", s.tensor_bytes_per_step[i], tensor_bytes),
+                    ("pipeline sends", s.messages_per_step[i], sends),
+                    ("pipeline bytes", s.message_bytes_per_step[i], send_bytes)):
+                checks.exact("messages", {**label, "count": what}, measured, expected)
+        checks.exact("memory", {**label, "count": "gradient bytes"}, r["params"] * 8, data_bytes)
         members = [" ".join(map(str, r[kind])) for kind in ("tensor", "pipe", "data")]
         rows.append(f"  {r['rank']:>4} {r['tp']:>5} {r['pp']:>5} {r['dp']:>7}  {members[0]:<7} "
                     f"{members[1]:<8} {members[2]:<7} {tensor:>3} x "
@@ -101,15 +103,11 @@ def main():
         *rows, "",
         f"the GPT (width {WIDTH}, blocks per stage {setup.partition}), {s.steps} steps, "
         f"{MICRO} micro-batches of {s.microbatch_size} per replica:",
-        f"final loss {s.final_loss:.6f};",
-        f"against one process: losses differ by {s.check.loss_rel_err:.1e}, weights by "
-        f"{s.check.weight_rel_err:.1e}: "
-        + ("the same training." if s.check.passed else "NOT the same training!"), "")
+        f"final loss {s.final_loss:.6f}; against one process: losses differ by "
+        f"{s.check.loss_rel_err:.1e}, weights by {s.check.weight_rel_err:.1e}", "")
+    checks.equivalence({"grid": f"tp={TP} x pp={PP} x dp={DP}"}, s)
     gpt3()
-    if wrong or not s.check.passed:
-        say(*(f"WRONG: {line}" for line in wrong or ["not the one-process training"]))
-        return 1
-    return 0
+    say("")
 
 
 def gpt3():
@@ -138,6 +136,4 @@ def gpt3():
 
 
 if __name__ == "__main__":
-    status = []                  # main's exit status, once main_guard has let it run
-    main_guard(lambda: status.append(main()))
-    sys.exit(status[0] if status else 1)
+    main_guard(main)

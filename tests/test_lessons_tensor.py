@@ -1,6 +1,6 @@
-"""Lessons 10 and 11 (tensor parallelism) run with the rank counts their docstrings state,
-print their measured comparisons, and agree with their formulas (a disagreement prints
-WRONG and exits 1)."""
+"""Lessons 10 and 11 (tensor parallelism) run as their pages say, print their measured
+comparisons, and agree with their formulas (lessons/_checks.py: a disagreement prints
+WRONG and exits 1, which a planted figure shows)."""
 
 import os
 import re
@@ -11,26 +11,41 @@ import pytest
 
 from mpipipe.launcher import mpiexec_command
 
-FOLDER = os.path.join(os.path.dirname(__file__), "..", "lessons")
+FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lessons")
 LESSONS = {   # file: lines it must print
-    "10_tensor_or_pipeline": ["  m = 8, L = 2        64 x 18.0 KiB = 1152.0 KiB  ok",
-                              "8 x 18.0 KiB =  144.0 KiB  ok", "pp = 2 wins once a forward's",
-                              "one process?         the same training"],
-    "11_three_d": ["     5     1     0       1  4 5     5 7      1 5      16 x 4.5 KiB",
-                   "the same training.", "tensor all-reduces   4608 x 48 MiB = 216 GiB"],
+    "10_tensor_or_pipeline": [
+        "  m = 8, L = 2        64 x 18.0 KiB = 1152.0 KiB          8 x 18.0 KiB =  144.0 KiB",
+        "pp = 2 wins once a forward's", "one process?         the same training",
+        "check messages     ok: 24 figures equal their formulas"],
+    "11_three_d": [
+        "     5     1     0       1  4 5     5 7      1 5      16 x 4.5 KiB",
+        "tensor all-reduces   4608 x 48 MiB = 216 GiB", "check formula      ok: 24 figures",
+        "check messages     ok: 16 figures", "check equivalence  ok"],
 }
+
+
+def run(name, **environment):
+    path = os.path.join(FOLDER, name + ".py")
+    with open(os.path.join(FOLDER, name + ".md")) as page:     # the command its page states
+        command = rf"^\.venv/bin/mpiexec -n (\d+) \.venv/bin/python lessons/{name}\.py$"
+        ranks = int(re.search(command, page.read(), re.M).group(1))
+    env = {k: v for k, v in os.environ.items() if k != "MPIPIPE_LESSON_PLANT"}
+    return subprocess.run([*mpiexec_command(ranks), sys.executable, path], capture_output=True,
+                          text=True, timeout=240, env={**env, **environment})
 
 
 @pytest.mark.parametrize("name", list(LESSONS))
 def test_lesson_runs_and_agrees_with_its_formulas(name):
-    path = os.path.join(FOLDER, name + ".py")
-    assert os.path.exists(os.path.join(FOLDER, name + ".md"))
-    with open(path[:-3] + ".md") as page:     # the command its page states
-        command = rf"^\.venv/bin/mpiexec -n (\d+) \.venv/bin/python lessons/{name}\.py$"
-        ranks = int(re.search(command, page.read(), re.M).group(1))
-    done = subprocess.run([*mpiexec_command(ranks), sys.executable, path],
-                          capture_output=True, text=True, timeout=240)
+    done = run(name)
     assert done.returncode == 0, done.stdout + done.stderr
     for line in LESSONS[name]:
         assert line in done.stdout, done.stdout
-    assert "WRONG" not in done.stdout and "NOT the same" not in done.stdout
+    assert "WRONG" not in done.stdout
+
+
+def test_a_planted_figure_is_caught():
+    done = run("11_three_d", MPIPIPE_LESSON_PLANT="messages,equivalence")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "WRONG messages rank=0 count=tensor all-reduces: measured 17, formula 16" in done.stdout
+    assert "WRONG grid=tp=2 x pp=2 x dp=2: differs from one process" in done.stdout
+    assert "Traceback" not in done.stderr
