@@ -1,7 +1,8 @@
 """walk(): play a lowered schedule out in time, as the engine would run it.
 
 Each rank walks its own action list in order. A compute action takes its
-cost; a send is non-blocking and makes its message available at once; a
+cost (an event); a send is non-blocking and makes its message available at
+once (no event: it takes no time); a
 receive waits until its message has been sent, plus `latency`. This is
 exactly how the MPI engine behaves (Isend, then a blocking receive), so the
 walk also *proves* a schedule runs: if every rank reaches the end of its list,
@@ -49,7 +50,8 @@ def _walk(schedule, cost, latency, keep_events, durations):
     in_flight = {}     # message key -> time it was sent
     blocked_on = {}    # message key -> rank waiting for it
     handoffs = _LocalHandoffs(schedule)
-    check_handoffs = handoffs.check if handoffs.any else None
+    check_handoffs, handing_off = handoffs.check, handoffs.stages
+    new = tuple.__new__     # Event(...) without its Python-level __new__: a million of them
     runnable = deque(range(P))
     while runnable:     # run a rank until it finishes or waits; a send wakes its receiver
         rank = runnable.popleft()
@@ -67,13 +69,13 @@ def _walk(schedule, cost, latency, keep_events, durations):
                         at += 1
                         continue
                     raise ScheduleError(f"rank {rank}: unknown action {action!r}", rank, action)
-                if check_handoffs:
+                if stage in handing_off:
                     check_handoffs(rank, action, stage)
                 if durations is not None:
                     took = durations[rank][action]
                 computed += took
                 if record:
-                    record(Event(rank, action, now, now + took))
+                    record(new(Event, (rank, action, now, now + took, 0.0)))
                 now += took
             else:
                 direction, is_send, offset = message
@@ -83,9 +85,7 @@ def _walk(schedule, cost, latency, keep_events, durations):
                     if key in in_flight:
                         raise ScheduleError(f"rank {rank} sends {action} twice in one step",
                                             rank, action)
-                    in_flight[key] = now
-                    if record:
-                        record(Event(rank, action, now, now))
+                    in_flight[key] = now     # a send takes no time: no event
                     if key in blocked_on:
                         runnable.append(blocked_on.pop(key))
                 else:
@@ -96,7 +96,7 @@ def _walk(schedule, cost, latency, keep_events, durations):
                     start = now
                     now = max(now, in_flight.pop(key) + latency)
                     if record:
-                        record(Event(rank, action, start, now))
+                        record(new(Event, (rank, action, start, now, 0.0)))
             at += 1
         clock[rank], position[rank] = now, at
         busy[rank] += computed
@@ -132,7 +132,8 @@ class _LocalHandoffs:
         place = schedule.place
         self.fed_locally = {s for s in range(1, schedule.num_stages)
                             if place(s - 1)[0] == place(s)[0]}
-        self.any = bool(self.fed_locally)
+        # the stages whose actions hand over or take over in memory: the only ones checked
+        self.stages = self.fed_locally | {s - 1 for s in self.fed_locally}
         self.done = set()
 
     def check(self, rank, action, stage):
