@@ -73,8 +73,9 @@ def load_exercise(path):
 _fresh_number = itertools.count()
 
 
-def call(module, function_name, *args):
-    """Call the student's function; turn what it raises into feedback."""
+def call(module, function_name, *args, shown=None):
+    """Call the student's function; turn what it raises into feedback. `shown(args)` says
+    how to write the arguments in that feedback (default: as they are, shortened)."""
     function = getattr(module, function_name, None)
     if not callable(function):
         raise Wrong(f"{Path(module.__file__).name} has no function {function_name}")
@@ -85,8 +86,8 @@ def call(module, function_name, *args):
     except NotImplementedError:
         raise Wrong(f"{function_name}: not written yet") from None
     except Exception as error:
-        raise Wrong(f"{call_text(function_name, args)} raised "
-                    f"{describe(error, module.__file__)}") from None
+        text = call_text(function_name, args) if shown is None else f"{function_name}({shown(args)})"
+        raise Wrong(f"{text} raised {describe(error, module.__file__)}") from None
 
 
 def call_text(function_name, args):

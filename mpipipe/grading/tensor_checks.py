@@ -10,12 +10,12 @@ after a few seconds and the feedback says who called how often.
 """
 
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from ..layers import GELU
-from .base import Wrong, describe, short
+from .base import Wrong, short
+from .base import call as base_call
 
 WAIT = 3.0   # seconds a rank waits at the all-reduce for the others
 # (rows of x, width D, ranks T): the hidden layer is 4 D wide, cut into T parts
@@ -73,19 +73,9 @@ class TensorGroupOfThreads:
 
 def call(module, function_name, *args):
     """base.call, with arrays named by their shapes in the feedback (not printed whole)."""
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise Wrong(f"{Path(module.__file__).name} has no function {function_name}")
-    try:
-        return function(*args)
-    except Wrong:
-        raise
-    except NotImplementedError:
-        raise Wrong(f"{function_name}: not written yet") from None
-    except Exception as error:
-        shown = ", ".join(f"array{a.shape}" if isinstance(a, np.ndarray) else
-                          "allreduce" if callable(a) else "cache" for a in args)
-        raise Wrong(f"{function_name}({shown}) raised {describe(error, module.__file__)}") from None
+    return base_call(module, function_name, *args, shown=lambda args: ", ".join(
+        f"array{a.shape}" if isinstance(a, np.ndarray) else
+        "allreduce" if callable(a) else "cache" for a in args))
 
 
 def _mlp(n, width, size, seed):
