@@ -17,7 +17,7 @@ from mpipipe.reference import relative_error, train_sequential
 from mpipipe.simulate import peak_stash
 from mpipipe.train import run_training
 
-from .collective import group_of, verdict
+from .collective import against_one_process, group_of, verdict
 
 CASES = [(1, 1), (2, 1), (4, 1), (2, 2)]
 # Each schedule also varies something else, to cover the options. SGD is the
@@ -50,13 +50,7 @@ def test_pipeline_trains_exactly_like_one_process(schedule, pp, dp, recompute):
     run = run_training(config, comm)
     problems = []
     if comm.Get_rank() == 0:
-        losses, weights = train_sequential(run.setup)
-        if relative_error(run.summary.losses, losses) > 1e-9:
-            problems.append(f"losses {run.summary.losses} != {losses}")
-        for replica, w in enumerate(run.weights):
-            err = relative_error(w, weights)
-            if err > 1e-9:
-                problems.append(f"replica {replica}: weights differ, relative error {err:.2e}")
+        problems, losses = against_one_process(run)
         planned = peak_stash(run.setup.schedule)
         if run.summary.peak_stash != planned:
             problems.append(f"measured peak stash {run.summary.peak_stash}, planned {planned}")

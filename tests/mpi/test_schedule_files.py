@@ -10,11 +10,10 @@ import pytest
 from mpi4py import MPI
 
 from mpipipe.config import TrainConfig
-from mpipipe.reference import relative_error, train_sequential
 from mpipipe.schedules import make_schedule, write_schedule_file
 from mpipipe.train import run_training
 
-from .collective import group_of, verdict
+from .collective import against_one_process, group_of, verdict
 
 # V placement, a pair, markers; messages as PyTorch places them (receives early).
 V_COMMS_MARKED = """\
@@ -29,15 +28,7 @@ def _own(tmp_path, name):
 
 
 def _check(run, comm):
-    problems = []
-    if comm.Get_rank() == 0:
-        losses, weights = train_sequential(run.setup)
-        if relative_error(run.summary.losses, losses) > 1e-9:
-            problems.append(f"losses {run.summary.losses} != {losses}")
-        for replica, w in enumerate(run.weights):
-            if relative_error(w, weights) > 1e-9:
-                problems.append(f"replica {replica}: weights differ")
-    return problems
+    return against_one_process(run)[0] if comm.Get_rank() == 0 else []
 
 
 SMALL = dict(steps=3, layers=6, hidden=10, data="teacher", input_dim=5, output_dim=3,

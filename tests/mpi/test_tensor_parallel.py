@@ -17,7 +17,7 @@ from mpipipe.config import TrainConfig
 from mpipipe.reference import relative_error, train_sequential
 from mpipipe.train import run_training
 
-from .collective import group_of, verdict
+from .collective import against_one_process, group_of, verdict
 
 GPT = dict(model="gpt", global_batch=8, steps=2, layers=2, hidden=8, heads=2, samples=64,
            optimizer="sgd", lr=0.1, timeout=60, dtype="float64")
@@ -25,14 +25,7 @@ GPT = dict(model="gpt", global_batch=8, steps=2, layers=2, hidden=8, heads=2, sa
 
 def problems_against_one_process(run, recompute=False):
     """What differs from one process, and from the formulas for the counted talk."""
-    c, problems = run.setup.config, []
-    losses, weights = train_sequential(run.setup)
-    if relative_error(run.summary.losses, losses) > 1e-9:
-        problems.append(f"losses {run.summary.losses} != {losses}")
-    for replica, w in enumerate(run.weights):
-        error = relative_error(w, weights)
-        if error > 1e-9:
-            problems.append(f"replica {replica}: weights differ, relative error {error:.2e}")
+    c, (problems, _) = run.setup.config, against_one_process(run)
     s, schedule = run.summary, run.setup.schedule
     activation = run.setup.microbatch_size * run.setup.spec.seq_len * c.hidden * 8
     for rank in range(c.tp * c.pp):            # replica 0's ranks, in world order

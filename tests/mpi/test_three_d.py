@@ -11,11 +11,10 @@ import pytest
 from mpi4py import MPI
 
 from mpipipe.config import TrainConfig
-from mpipipe.reference import relative_error, train_sequential
 from mpipipe.topology import coordinates
 from mpipipe.train import run_training
 
-from .collective import group_of, verdict
+from .collective import against_one_process, group_of, verdict
 
 GPT = dict(model="gpt", tp=2, pp=2, dp=2, global_batch=16, steps=2, layers=2, hidden=8,
            heads=2, samples=64, optimizer="adam", lr=0.01, timeout=120, dtype="float64")
@@ -27,15 +26,7 @@ def test_tp_x_pp_x_dp_trains_exactly_like_one_process(schedule, recompute):
     comm = group_of(8)
     run = run_training(TrainConfig(schedule=schedule, recompute=recompute, microbatches=2,
                                    **GPT), comm)
-    problems = []
-    if comm.Get_rank() == 0:
-        losses, weights = train_sequential(run.setup)
-        if relative_error(run.summary.losses, losses) > 1e-9:
-            problems.append(f"losses {run.summary.losses} != {losses}")
-        for replica, w in enumerate(run.weights):
-            error = relative_error(w, weights)
-            if error > 1e-9:
-                problems.append(f"replica {replica}: weights differ, relative error {error:.2e}")
+    problems = against_one_process(run)[0] if comm.Get_rank() == 0 else []
     ok, message = verdict(comm, problems)
     assert ok, message
 
