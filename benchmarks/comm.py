@@ -8,7 +8,7 @@ Run under two ranks:
    rank 0 <-> rank 1, median one-way time over many rounds:
    raw       comm.Send / comm.Recv (blocking, MPI's own wait)
    raw-nb    comm.Isend / comm.Irecv + Wait
-   mpipipe   mpipipe.p2p.PointToPoint: Isend, Irecv into a reused buffer, polling wait
+   mpipipe   mpipipe.comm.p2p.PointToPoint: Isend, Irecv into a reused buffer, polling wait
    ratio = mpipipe / raw (the target: within 10%).
 2. Per-action overhead of the engine: the median time of F and BW actions in a
    one-rank run (as the engine records them) minus the time of the same stage's
@@ -26,7 +26,7 @@ import mpipipe  # noqa: F401  (one BLAS thread per rank)
 import numpy as np
 from mpi4py import MPI
 
-from mpipipe.p2p import PointToPoint, Waiter
+from mpipipe.comm.p2p import PointToPoint, Waiter
 
 COMM = MPI.COMM_WORLD
 

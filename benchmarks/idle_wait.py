@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 
 def cpu_seconds():
@@ -31,7 +31,7 @@ def part1():
     import numpy as np
     from mpi4py import MPI
 
-    from mpipipe.p2p import Waiter
+    from mpipipe.comm.p2p import Waiter
 
     comm = MPI.COMM_WORLD
     buffer = np.zeros(1024)

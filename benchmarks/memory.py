@@ -19,9 +19,9 @@ import json
 import subprocess
 import sys
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 from mpipipe.schedules import make_schedule
-from mpipipe.simulate import peak_stash
+from mpipipe.plan.simulate import peak_stash
 
 WIDTH, LAYERS, BATCH, M, P = 512, 8, 256, 8, 2
 MODEL = ["--data", "teacher", "--input-dim", str(WIDTH), "--output-dim", str(WIDTH), "--hidden",

@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import sys
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 MODEL = ["--data", "teacher", "--input-dim", "512", "--output-dim", "512", "--hidden", "512",
          "--layers", "8", "--last-activation", "--dtype", "float32", "--optimizer", "sgd",

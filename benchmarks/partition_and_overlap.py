@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 GPT = ["--model", "gpt", "--steps", "40"]
 MLP = ["--data", "teacher", "--input-dim", "512", "--output-dim", "512", "--hidden", "512",

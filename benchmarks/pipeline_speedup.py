@@ -25,9 +25,9 @@ import statistics
 import subprocess
 import sys
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 from mpipipe.schedules import validated_schedule
-from mpipipe.simulate import simulate
+from mpipipe.plan.simulate import simulate
 
 MODEL = ["--data", "teacher", "--input-dim", "1024", "--output-dim", "1024", "--hidden", "1024",
          "--layers", "8", "--last-activation", "--dtype", "float32", "--optimizer", "sgd",

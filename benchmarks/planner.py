@@ -18,7 +18,7 @@ import time
 from mpipipe.schedules import GENERATORS, default_chunks, lower, make_schedule
 from mpipipe.schedules.validate import _check_bookkeeping
 from mpipipe.schedules.walk import walk
-from mpipipe.simulate import simulate
+from mpipipe.plan.simulate import simulate
 
 PARTS = ("generate", "bookkeeping", "lower", "validate walk", "simulate walk")
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

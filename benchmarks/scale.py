@@ -18,7 +18,7 @@ import time
 import tracemalloc
 
 from mpipipe.schedules import lower, make_schedule, validated_schedule
-from mpipipe.simulate import peak_stash, simulate, walk
+from mpipipe.plan.simulate import peak_stash, simulate, walk
 
 SCHEDULES = [("gpipe", 1), ("1f1b", 1), ("interleaved", 2), ("interleaved", 4),
              ("looped-bfs", 2), ("zb-h1", 1), ("zb-h2", 1), ("zbv", 2)]

@@ -26,9 +26,9 @@ import subprocess
 import sys
 
 from mpipipe.errors import ConfigError
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 from mpipipe.schedules import BUBBLE_FORMULAS, default_chunks, validated_schedule
-from mpipipe.simulate import Costs, simulate
+from mpipipe.plan.simulate import Costs, simulate
 
 SCHEDULES = ["naive", "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1", "zb-h2", "zbv",
              "dualpipev"]

@@ -12,8 +12,8 @@ scaled by 1/M (scale_grads=True), SGD lr 0.001 momentum 0.9, one thread.
 One process (`--single`, no torch.distributed): the same blocks as a plain
 nn.Sequential, gradients accumulated over the same M micro-batches.
 
-Weights and data are mpipipe's own (mpipipe.model.build_block, mpipipe.data.teacher,
-mpipipe.data.batch_indices, seed 0), copied into torch, so step 1 of both
+Weights and data are mpipipe's own (mpipipe.nn.model.build_block, mpipipe.nn.data.teacher,
+mpipipe.nn.data.batch_indices, seed 0), copied into torch, so step 1 of both
 frameworks sees the same model and batch and their losses can be compared.
 
 Each step is timed from just after a barrier (dist.barrier) to just after
@@ -36,8 +36,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from mpipipe.data import batch_indices, teacher  # noqa: E402
-from mpipipe.model import ModelSpec, build_block  # noqa: E402
+from mpipipe.nn.data import batch_indices, teacher  # noqa: E402
+from mpipipe.nn.model import ModelSpec, build_block  # noqa: E402
 
 WIDTH, LAYERS, GLOBAL_BATCH, SAMPLES, LR, MOMENTUM, SEED = 1024, 8, 256, 1024, 0.001, 0.9, 0
 

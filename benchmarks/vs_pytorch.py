@@ -53,7 +53,7 @@ import subprocess
 import sys
 import time
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "torch_pipeline_worker.py")

@@ -79,7 +79,7 @@ def forward_and_back(checks):
 
 def picture(events):
     try:
-        from mpipipe.plot import draw
+        from mpipipe.measure.plot import draw
         import matplotlib  # noqa: F401
     except ImportError:
         return "no picture: matplotlib is missing (.venv/bin/pip install -e '.[plot]')"

@@ -11,8 +11,8 @@ from _checks import Checks
 from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
 from _figures import draw
 from mpipipe.schedules import validated_schedule
-from mpipipe.simulate import simulate
-from mpipipe.timeline import render
+from mpipipe.plan.simulate import simulate
+from mpipipe.plan.timeline import render
 
 BATCH, LAYERS = 256, 8
 

@@ -15,7 +15,7 @@ from _checks import Checks
 from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
 from _figures import draw, in_flight
 from mpipipe.schedules import validated_schedule
-from mpipipe.simulate import Costs, simulate
+from mpipipe.plan.simulate import Costs, simulate
 
 BATCH, LAYERS, M = 256, 16, 8
 COMM = (0, 0.1, 0.5, 1, 2)     # message costs swept in the simulator, in forwards

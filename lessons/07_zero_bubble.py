@@ -17,7 +17,7 @@ from _checks import Checks
 from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
 from _figures import draw
 from mpipipe.schedules import validated_schedule
-from mpipipe.simulate import steady_state
+from mpipipe.plan.simulate import steady_state
 
 BATCH, LAYERS, M = 256, 8, 8
 CHUNKS = {"1f1b": 1, "zb-h1": 1, "zb-h2": 1, "zbv": 2, "dualpipev": 2}

@@ -18,9 +18,9 @@ import numpy as np  # noqa: E402
 
 from _checks import Checks
 from _figures import draw
-from mpipipe.p2p import Waiter, allreduce_sum
+from mpipipe.comm.p2p import Waiter, allreduce_sum
 from mpipipe.schedules.actions import ALLREDUCE
-from mpipipe.topology import grid
+from mpipipe.comm.topology import grid
 
 BATCH, LAYERS, M, PP = 256, 8, 4, 2
 REPEATS = 10

@@ -14,7 +14,7 @@ are constants below; change one and run again.
 from _checks import Checks
 from _common import OUT, main_guard, say
 from mpipipe.schedules import validated_schedule
-from mpipipe.simulate import Costs, peak_stash, simulate
+from mpipipe.plan.simulate import Costs, peak_stash, simulate
 
 LAYERS, WIDTH, HEADS, SEQ, VOCAB = 96, 12288, 96, 2048, 50257
 TP, PP, DP, GLOBAL_BATCH, GPU_GB = 8, 16, 8, 1536, 80
@@ -178,7 +178,7 @@ def main():
 def picture(comm):
     """The plans of 1F1B and interleaving at P = 16, m = 32, drawn (simulated: no measurement)."""
     try:
-        from mpipipe.plot import draw
+        from mpipipe.measure.plot import draw
         import matplotlib  # noqa: F401
     except ImportError:
         return ["no picture: matplotlib is missing (.venv/bin/pip install -e '.[plot]')"]

@@ -3,7 +3,7 @@
     .venv/bin/mpiexec -n 2 .venv/bin/python lessons/10_tensor_or_pipeline.py
 
 Tensor parallelism (tp = 2) gives each rank half of every block: half of the
-attention heads, half of the MLP's hidden units (mpipipe/tensor_parallel.py).
+attention heads, half of the MLP's hidden units (mpipipe/nn/tensor_parallel.py).
 The ranks all-reduce inside every block: g after attention and after the MLP
 going forward, f before each going backward, 4 per block and micro-batch.
 Pipeline parallelism (pp = 2) gives each rank whole blocks and sends one
@@ -23,7 +23,7 @@ from _checks import Checks
 from _common import WORLD, main_guard, need_ranks, say
 from mpipipe.config import TrainConfig
 from mpipipe.schedules import validated_schedule
-from mpipipe.simulate import Costs, allreduce_time, tensor_or_pipeline
+from mpipipe.plan.simulate import Costs, allreduce_time, tensor_or_pipeline
 from mpipipe.train import run_training
 
 WIDTH, HEADS, BATCH = 64, 4, 32

@@ -7,7 +7,7 @@ pipeline 16 (across nodes) x data parallel 8 (lesson 9 did its pipeline
 arithmetic). Here 8 ranks run the same layout at 2 x 2 x 2: each stage of the
 GPT is split over a tensor group of 2 ranks, the 2 stages form a pipeline,
 and 2 such pipelines average their gradients. The ranks are laid out as
-mpipipe/topology.py says (world rank = (dp_index * pp + pp_index) * tp +
+mpipipe/comm/topology.py says (world rank = (dp_index * pp + pp_index) * tp +
 tp_index) and split with Comm.Split into their three communicators.
 
 The lesson prints the grid, what each rank's communicators hold, and for each
@@ -21,7 +21,7 @@ step: the reason tensor parallelism stays inside a node.
 from _checks import Checks
 from _common import WORLD, main_guard, need_ranks, say
 from mpipipe.config import TrainConfig
-from mpipipe.topology import communicators, grid
+from mpipipe.comm.topology import communicators, grid
 from mpipipe.train import run_training
 
 TP, PP, DP = 2, 2, 2

@@ -27,7 +27,7 @@ import mpipipe  # noqa: E402,F401  (one BLAS thread per rank, before NumPy loads
 from mpi4py import MPI  # noqa: E402
 
 from mpipipe.config import TrainConfig  # noqa: E402
-from mpipipe.launcher import abort  # noqa: E402
+from mpipipe.comm.launcher import abort  # noqa: E402
 from mpipipe.train import run_training  # noqa: E402
 
 from _figures import Trained  # noqa: E402

@@ -19,10 +19,10 @@ import os
 import statistics
 from dataclasses import dataclass, field
 
-from mpipipe import measure
+from mpipipe.measure import summary as measure
 from mpipipe.schedules.actions import ALLREDUCE, message_key
-from mpipipe.simulate import replay
-from mpipipe.timeline import Timeline, in_ms
+from mpipipe.plan.simulate import replay
+from mpipipe.plan.timeline import Timeline, in_ms
 
 
 @dataclass
@@ -149,7 +149,7 @@ def _between_actions(events):
 
 def draw(path, trained, name):
     """The last step's replay above its measurement, on one time axis; a line saying where."""
-    from mpipipe.plot import draw as draw_panels
+    from mpipipe.measure.plot import draw as draw_panels
 
     try:
         import matplotlib  # noqa: F401

@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from .backend import array_module, to_host
+from mpipipe.comm.backend import array_module, to_host
 from .errors import ConfigError
 
 FORMAT = 1
@@ -199,7 +199,7 @@ def load_stage(root, manifest, block_indices, stage, optimizer, spec, tensor=Non
     """Fill `stage` (model.Stage) and `optimizer` with the blocks `block_indices` from the
     checkpoint, resharded from the checkpoint's tp into this run's `tensor` group
     (tensor_parallel.TensorGroup; None: whole blocks)."""
-    from .model import cut_block, join_block_shards
+    from mpipipe.nn.model import cut_block, join_block_shards
 
     folder = step_dir(root, manifest["step"])
     saved_tp = manifest.get("tp", 1)

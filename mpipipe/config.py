@@ -14,14 +14,14 @@ it once, nothing waits for a peer that has given up.
 
 from dataclasses import dataclass, fields, replace
 
-from . import data as datasets
+from mpipipe.comm.topology import check_grid
+from mpipipe.comm.transport import TRANSPORTS
+from mpipipe.nn import data as datasets
+from mpipipe.nn.model import ACTIVATIONS as ACTIVATION_LAYERS, ModelSpec, block_param_counts
+from mpipipe.plan.partition import block_ranges, make_partition
+from mpipipe.schedules.schedule_file import file_shape
 from .errors import ConfigError
-from .model import ACTIVATIONS as ACTIVATION_LAYERS, ModelSpec, block_param_counts
-from .partition import block_ranges, make_partition
 from .schedules import GENERATORS, default_chunks, schedule_from_file, validate, validated_schedule
-from .schedules.schedule_file import file_shape
-from .topology import check_grid
-from .transport import TRANSPORTS
 
 # The choices of every setting that has a fixed set of them (argparse shows these).
 SCHEDULES = tuple(GENERATORS)

@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import to_host
-from .layers import cache_nbytes
-from .losses import LOSSES
-from .p2p import BufferPool, PointToPoint, Reduction
-from .schedules.actions import (ALLREDUCE, BW, F, RECOMPUTE, RECV_B, RECV_F, REDUCE_GRAD, RESHARD,
+from mpipipe.comm.backend import to_host
+from mpipipe.comm.p2p import BufferPool, PointToPoint, Reduction
+from mpipipe.nn.layers import cache_nbytes
+from mpipipe.nn.losses import LOSSES
+from mpipipe.schedules.actions import (ALLREDUCE, BW, F, RECOMPUTE, RECV_B, RECV_F, REDUCE_GRAD, RESHARD,
                                 SEND_B, SEND_F, STASH_RELEASE, UNSHARD, B, W, Action, Event,
                                 message_tag)
-from .tensor_parallel import TensorGroup
+from mpipipe.nn.tensor_parallel import TensorGroup
 
 
 @dataclass

@@ -12,21 +12,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import autopartition, checkpoint, measure
-from . import topology as topo
-from .backend import select_device
+from mpipipe.comm import topology as topo
+from mpipipe.comm.backend import select_device
+from mpipipe.comm.launcher import local_rank
+from mpipipe.comm.p2p import Waiter, WaitTimeout
+from mpipipe.comm.transport import choose as choose_transport
+from mpipipe.measure import summary as measure
+from mpipipe.nn import autopartition
+from mpipipe.nn.data import batch_indices
+from mpipipe.nn.model import build_stage
+from mpipipe.nn.optim import make_optimizer
+from mpipipe.nn.tensor_parallel import TensorGroup
+from . import checkpoint
+from .check import check_against_one_process
 from .config import prepare
-from .data import batch_indices
 from .engine import Chunk, Engine
 from .errors import ConfigError, NonFiniteError
 from .faults import maybe_fail, planned_fault
-from .launcher import local_rank
-from .model import build_stage
-from .optim import make_optimizer
-from .p2p import Waiter, WaitTimeout
-from .reference import check_against_one_process
-from .tensor_parallel import TensorGroup
-from .transport import choose as choose_transport
 
 
 @dataclass

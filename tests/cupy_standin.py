@@ -78,7 +78,7 @@ class ndarray:
         return out
 
 
-ndarray.__module__ = "cupy"     # what mpipipe.backend.array_module looks at
+ndarray.__module__ = "cupy"     # what mpipipe.comm.backend.array_module looks at
 
 
 def empty(shape, dtype=np.float64):

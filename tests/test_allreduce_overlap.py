@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 RUN = ["--pp", "2", "--dp", "2", "--schedule", "interleaved", "--microbatches", "4",
        "--global-batch", "32", "--layers", "8", "--hidden", "16", "--data", "teacher",

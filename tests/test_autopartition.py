@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from mpipipe import autopartition
-from mpipipe.launcher import mpiexec_command
+from mpipipe.nn import autopartition
+from mpipipe.comm.launcher import mpiexec_command
 from mpipipe.schedules import validated_schedule
 
 

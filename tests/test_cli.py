@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from mpipipe.cli import main
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 
 def run_mpi(ranks, *args, timeout=120):

@@ -13,7 +13,7 @@ import pytest
 from mpipipe.errors import ConfigError
 from mpipipe.schedules import BUBBLE_FORMULAS, make_schedule, validated_schedule
 from mpipipe.schedules.actions import BW
-from mpipipe.simulate import Costs, peak_stash, simulate
+from mpipipe.plan.simulate import Costs, peak_stash, simulate
 
 
 def readme_bubble(P, f, i, w):

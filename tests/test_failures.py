@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mpipipe import checkpoint
-from mpipipe.launcher import find_mpiexec, mpi_family, mpiexec_command
+from mpipipe.comm.launcher import find_mpiexec, mpi_family, mpiexec_command
 
 BOUND = 30  # seconds: a failing job must be over well within this
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 SMALL = ["--model", "gpt", "--layers", "2", "--hidden", "16", "--heads", "2", "--steps", "20",
          "--global-batch", "16", "--microbatches", "2", "--quiet"]

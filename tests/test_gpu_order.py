@@ -15,9 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-from mpipipe.launcher import mpiexec_command
-from mpipipe.p2p import BufferPool, PointToPoint, Waiter, allreduce_sum
-from mpipipe.transport import HostStaging
+from mpipipe.comm.launcher import mpiexec_command
+from mpipipe.comm.p2p import BufferPool, PointToPoint, Waiter, allreduce_sum
+from mpipipe.comm.transport import HostStaging
 
 from . import cupy_standin
 
@@ -101,7 +101,7 @@ def test_a_cpu_run_never_allocates_pinned_memory(cupy):
 
 PICK_DEVICE = r"""
 import json, sys
-import mpipipe.backend as backend
+import mpipipe.comm.backend as backend
 seen = []
 real = backend.select_device
 def recording(requested, local_rank):

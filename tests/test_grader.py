@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from mpipipe.grade import EXERCISES, grade
-from mpipipe.grading.base import load_exercise
-from mpipipe.grading.interleaved_checks import INTERLEAVED_SIZES, interleaved_with
-from mpipipe.grading.recompute_checks import STASH_CASES, STEP_CASES, engine_stash_bytes
-from mpipipe.grading.schedule_checks import (BUBBLE_SIZES, PARTITION_CASES, SCHEDULE_SIZES,
+from mpipipe.cli.grade import EXERCISES, grade
+from mpipipe.course.base import load_exercise
+from mpipipe.course.interleaved_checks import INTERLEAVED_SIZES, interleaved_with
+from mpipipe.course.recompute_checks import STASH_CASES, STEP_CASES, engine_stash_bytes
+from mpipipe.course.schedule_checks import (BUBBLE_SIZES, PARTITION_CASES, SCHEDULE_SIZES,
                                              lightest_split, stage_loads)
-from mpipipe.partition import balanced_by_params
+from mpipipe.plan.partition import balanced_by_params
 from mpipipe.schedules import make_schedule
-from mpipipe.simulate import Costs, simulate
+from mpipipe.plan.simulate import Costs, simulate
 
 from .test_grader_plants import SEND_RECV, plant
 
@@ -37,8 +37,8 @@ TOTAL = sum(exercise.max_points for exercise in EXERCISES)
 
 
 def run_grader(*args, timeout=60):
-    """`python -m mpipipe.grade ARGS` as a student runs it, killed if it hangs."""
-    return subprocess.run([sys.executable, "-m", "mpipipe.grade", *map(str, args)], cwd=ROOT,
+    """`python -m mpipipe.cli.grade ARGS` as a student runs it, killed if it hangs."""
+    return subprocess.run([sys.executable, "-m", "mpipipe.cli.grade", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -84,7 +84,7 @@ def test_every_stub_raises_write_me_and_has_a_docstring():
 def test_no_exercises_there_exits_2(args):
     done = run_grader(*args)
     assert done.returncode == 2
-    assert "mpipipe.grade:" in done.stderr and done.stdout == ""
+    assert "mpipipe.cli.grade:" in done.stderr and done.stdout == ""
 
 
 def test_a_wrong_answer_is_graded_with_exit_0_and_its_feedback(tmp_path):

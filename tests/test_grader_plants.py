@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from mpipipe.grade import grade
-from mpipipe.grading.base import FAILED, PASSED, SKIPPED
+from mpipipe.cli.grade import grade
+from mpipipe.course.base import FAILED, PASSED, SKIPPED
 
 # (file, code, points it still earns, the feedback expected) ---------------------------------
 
@@ -287,7 +287,7 @@ PLANTED.update({
 
 
 CONJUGATE_PAIR = """
-    from mpipipe.layers import GELU
+    from mpipipe.nn.layers import GELU
 
     def mlp_forward(x, W1, b1, W2, b2, allreduce):
         a, cache = GELU().forward(x @ W1 + b1)

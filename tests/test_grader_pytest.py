@@ -15,8 +15,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from mpipipe.grade import EXERCISES, grade
-from mpipipe.launcher import mpiexec_command
+from mpipipe.cli.grade import EXERCISES, grade
+from mpipipe.comm.launcher import mpiexec_command
 
 from .test_grader_plants import plant
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mpipipe.layers import GELU, LayerNorm, Linear, ReLU, Sequential, cache_nbytes
-from mpipipe.losses import MeanSquaredError, SoftmaxCrossEntropy
+from mpipipe.nn.layers import GELU, LayerNorm, Linear, ReLU, Sequential, cache_nbytes
+from mpipipe.nn.losses import MeanSquaredError, SoftmaxCrossEntropy
 
 EPS = 1e-6
 

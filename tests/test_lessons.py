@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 LESSONS = sorted(glob.glob(os.path.join(ROOT, "lessons", "0*.py")))

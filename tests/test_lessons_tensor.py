@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lessons")
 LESSONS = {   # file: lines it must print

@@ -13,8 +13,8 @@ from mpi4py import MPI
 
 from mpipipe import engine
 from mpipipe.config import TrainConfig
-from mpipipe.data import batch_indices
-from mpipipe.model import build_stage
+from mpipipe.nn.data import batch_indices
+from mpipipe.nn.model import build_stage
 from mpipipe.train import run_training
 
 

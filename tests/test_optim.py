@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from mpipipe.optim import SGD, Adam
+from mpipipe.nn.optim import SGD, Adam
 
 
 def test_sgd_momentum_matches_the_recurrence():

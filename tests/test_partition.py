@@ -3,8 +3,8 @@ import itertools
 import pytest
 
 from mpipipe.errors import ConfigError
-from mpipipe.model import ModelSpec, block_param_counts, build_block
-from mpipipe.partition import balanced_by_params, block_ranges, make_partition, uniform
+from mpipipe.nn.model import ModelSpec, block_param_counts, build_block
+from mpipipe.plan.partition import balanced_by_params, block_ranges, make_partition, uniform
 
 
 def test_uniform_gives_the_remainder_to_the_first_stages():

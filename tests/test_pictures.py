@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from mpipipe.launcher import mpiexec_command
-from mpipipe.progress import Progress
-from mpipipe.report import summarise
+from mpipipe.comm.launcher import mpiexec_command
+from mpipipe.cli.progress import Progress
+from mpipipe.measure.report import summarise
 from mpipipe.schedules import validated_schedule
 from mpipipe.schedules.actions import Event
-from mpipipe.simulate import simulate
-from mpipipe.timeline import render
+from mpipipe.plan.simulate import simulate
+from mpipipe.plan.timeline import render
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -50,7 +50,7 @@ def test_ascii_of_measured_events_in_ms():
 
 def test_png_timeline_has_the_right_size_and_is_not_blank(tmp_path):
     image = pytest.importorskip("matplotlib.image", reason="matplotlib (the plot extra) is needed")
-    from mpipipe.plot import draw
+    from mpipipe.measure.plot import draw
 
     timeline = simulate(validated_schedule("zb-h1", 4, 8))
     path = tmp_path / "plan.png"

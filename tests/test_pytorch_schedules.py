@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from mpipipe.cli import main
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 from mpipipe.schedules import GENERATORS, make_schedule, read_schedule_file, write_schedule_file
 
 torch = pytest.importorskip("torch")

@@ -12,7 +12,7 @@ from mpipipe.errors import ConfigError, ScheduleError
 from mpipipe.schedules import (GENERATORS, lower, make_schedule, read_schedule_file,
                                schedule_from_file, write_schedule_file)
 from mpipipe.schedules.actions import BW, F, Action
-from mpipipe.simulate import simulate
+from mpipipe.plan.simulate import simulate
 
 # Looped placement (stage s on rank s mod 2), split and full backwards, idle cells,
 # and the three markers.
@@ -234,8 +234,8 @@ def test_simulate_reads_a_schedule_file(tmp_path, capsys):
 
 
 def test_pairs_are_drawn_as_pairs(tmp_path):
-    from mpipipe.plot import _pairs
-    from mpipipe.timeline import render
+    from mpipipe.measure.plot import _pairs
+    from mpipipe.plan.timeline import render
 
     timeline = simulate(read_schedule_file(write(tmp_path, V_COMPUTE)).schedule)
     pairs = _pairs(timeline.events)
@@ -244,8 +244,8 @@ def test_pairs_are_drawn_as_pairs(tmp_path):
 
 
 def test_markers_in_a_trace_and_its_report():
-    from mpipipe.report import summarise
-    from mpipipe.trace import chrome_trace
+    from mpipipe.measure.report import summarise
+    from mpipipe.measure.trace import chrome_trace
 
     actions = [(Action(F, 0), 0.0, 1.0), (Action("REDUCE_GRAD", None), 1.0, 1.5),
                (Action(BW, 0), 1.5, 2.5)]

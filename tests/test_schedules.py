@@ -8,7 +8,7 @@ from mpipipe.errors import ConfigError, ScheduleError
 from mpipipe.schedules import (BUBBLE_FORMULAS, lower, make_schedule, validate,
                                validated_schedule)
 from mpipipe.schedules.actions import BW, F, RECV_F, SEND_F, Action, Schedule, message_tag
-from mpipipe.simulate import Costs, peak_stash, simulate
+from mpipipe.plan.simulate import Costs, peak_stash, simulate
 
 SIZES = [(P, m) for P in (1, 2, 3, 4, 8) for m in (1, 2, 3, 4, 8, 16)]
 
@@ -238,7 +238,7 @@ def test_the_papers_example_numbers():
 def test_zb_h2_has_no_bubble_in_the_steady_state(P):
     """(P-1)(F+B-2W) = 0 with unit costs: back-to-back steps take exactly m(F+B+W).
     One flushed step still pays the parallelogram's edges."""
-    from mpipipe.simulate import steady_state
+    from mpipipe.plan.simulate import steady_state
 
     m = 2 * P
     schedule = validated_schedule("zb-h2", P, m)
@@ -321,7 +321,7 @@ def test_costs_read_back_from_a_run_keep_each_stage_its_speed(name, V):
     schedule = validated_schedule(name, 4, 8, V)
     factors = tuple([1.0] * (schedule.num_stages - 1) + [2.0])
     ran = simulate(schedule, Costs(F=1.0, B=1.5, W=0.5, BW=2.0, stage_factors=factors))
-    from mpipipe.simulate import costs_from_events
+    from mpipipe.plan.simulate import costs_from_events
 
     replanned = simulate(schedule, costs_from_events(ran.events, schedule.chunks, False, schedule))
     assert replanned.makespan == pytest.approx(ran.makespan, rel=1e-9)
@@ -355,7 +355,7 @@ def test_replay_plays_each_action_for_its_own_time():
     import random
 
     from mpipipe.schedules.actions import Event
-    from mpipipe.simulate import replay
+    from mpipipe.plan.simulate import replay
 
     P, m = 3, 5
     rng = random.Random(7)
@@ -379,7 +379,7 @@ def test_replay_plays_each_action_for_its_own_time():
 
 def test_replay_counts_a_repeated_forward_with_its_backward():
     from mpipipe.schedules.actions import RECOMPUTE, Event
-    from mpipipe.simulate import replay
+    from mpipipe.plan.simulate import replay
 
     schedule = validated_schedule("1f1b", 2, 4)
     planned = simulate(schedule, Costs(recompute=True))      # BW = 3: R (1) then BW (2)

@@ -11,11 +11,11 @@ import threading
 import numpy as np
 import pytest
 
-from mpipipe.layers import GELU, LayerNorm, Linear, Sequential, leaf_layers
-from mpipipe.model import ModelSpec, build_block, build_stage, cut_block, join_block_shards
-from mpipipe.tensor_parallel import (ColumnParallelLinear, RowParallelLinear, Split, TensorGroup,
+from mpipipe.nn.layers import GELU, LayerNorm, Linear, Sequential, leaf_layers
+from mpipipe.nn.model import ModelSpec, build_block, build_stage, cut_block, join_block_shards
+from mpipipe.nn.tensor_parallel import (ColumnParallelLinear, RowParallelLinear, Split, TensorGroup,
                                      TensorParallelAttention, allreduces_per_block, shard_block)
-from mpipipe.transformer import CausalSelfAttention, transformer_block
+from mpipipe.nn.transformer import CausalSelfAttention, transformer_block
 
 
 class ThreadGroup(TensorGroup):
@@ -200,7 +200,7 @@ def test_a_sharded_model_without_a_communicator_refuses_to_run():
 
 def test_the_timeline_marks_the_time_in_all_reduces():
     from mpipipe.schedules.actions import Action, Event
-    from mpipipe.timeline import render
+    from mpipipe.plan.timeline import render
 
     events = [Event(0, Action("F", 0), 0.0, 10.0, 4.0), Event(0, Action("BW", 0), 10.0, 20.0)]
     row = render(events, 1, width=30, unit="ms").splitlines()[0]

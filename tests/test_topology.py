@@ -1,7 +1,7 @@
 import pytest
 
 from mpipipe.errors import ConfigError
-from mpipipe.topology import check_grid, colours, communicators, coordinates, grid, world_rank_of
+from mpipipe.comm.topology import check_grid, colours, communicators, coordinates, grid, world_rank_of
 
 
 def test_layout_replica_major():

@@ -3,7 +3,7 @@
 from mpi4py import MPI
 
 from mpipipe.config import TrainConfig
-from mpipipe.reference import relative_error, train_sequential
+from mpipipe.check import relative_error, train_sequential
 from mpipipe.train import run_training
 
 

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mpipipe.layers import Residual, Sequential, leaf_layers, Linear
-from mpipipe.transformer import CausalSelfAttention, Embedding, lm_head, transformer_block
+from mpipipe.nn.layers import Residual, Sequential, leaf_layers, Linear
+from mpipipe.nn.transformer import CausalSelfAttention, Embedding, lm_head, transformer_block
 
 from .test_layers import numerical_grad, rel_err
 

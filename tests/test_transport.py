@@ -5,7 +5,7 @@ import pytest
 
 from mpipipe.errors import ConfigError
 from mpipipe.config import TrainConfig, prepare
-from mpipipe.transport import HostStaging, choose, query_mpi_library
+from mpipipe.comm.transport import HostStaging, choose, query_mpi_library
 
 
 def test_cpu_arrays_go_to_mpi_as_they_are():
@@ -46,7 +46,7 @@ def test_an_environment_hint_does_not_override_a_library_that_says_no(monkeypatc
     the library's own answer wins; the hint only speaks for a library that cannot be asked."""
     from mpi4py import MPI  # noqa: F401  (loads the PyPI MPICH, which answers "no")
 
-    from mpipipe import transport
+    from mpipipe.comm import transport
 
     monkeypatch.delenv("MPIPIPE_CUDA_AWARE", raising=False)
     monkeypatch.delenv("MV2_USE_CUDA", raising=False)
@@ -76,7 +76,7 @@ def test_staging_round_trip_reuses_buffers():
 def test_without_cupy_gpu_is_refused_with_the_install_line_and_auto_takes_the_cpu():
     import importlib.util
 
-    from mpipipe.backend import select_device
+    from mpipipe.comm.backend import select_device
 
     if importlib.util.find_spec("cupy") is not None:
         pytest.skip("CuPy is installed here")

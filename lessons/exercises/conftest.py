@@ -4,9 +4,9 @@
 
 runs one test per grading step, with the same checks, points and feedback as
 `mpipipe grade lessons/exercises`; README.md says more. The grader itself is
-mpipipe/grading/pytest_plugin.py: this file only hands pytest its hooks.
+mpipipe/course/pytest_plugin.py: this file only hands pytest its hooks.
 """
 
-from mpipipe.grading.pytest_plugin import (  # noqa: F401
+from mpipipe.course.pytest_plugin import (  # noqa: F401
     pytest_addoption, pytest_collect_file, pytest_collection_finish, pytest_collection_modifyitems,
     pytest_configure, pytest_report_teststatus, pytest_sessionfinish, pytest_terminal_summary)

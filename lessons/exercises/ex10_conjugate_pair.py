@@ -4,7 +4,7 @@ The MLP of a transformer block is
 
     y = GELU(x @ W1 + b1) @ W2 + b2        W1: (D, 4D), W2: (4D, D)
 
-Tensor parallelism (Megatron-LM; mpipipe/tensor_parallel.py, lesson 10)
+Tensor parallelism (Megatron-LM; mpipipe/nn/tensor_parallel.py, lesson 10)
 shares it out among the T ranks of a tensor group. Rank t holds
 
     W1[:, part t], b1[part t]     column-parallel: a slice of the 4D hidden units
@@ -26,11 +26,11 @@ ranks. Every rank must call it the same number of times, or the others wait
 for it forever. The grader runs your functions on T = 1, 2 and 4 ranks at
 once and compares with the whole MLP computed in one piece.
 
-Grade it:  python -m mpipipe.grade lessons/exercises ex10
+Grade it:  python -m mpipipe.cli.grade lessons/exercises ex10
 """
 
-from mpipipe.layers import GELU   # GELU().forward(h) -> (a, cache);
-                                 # GELU().backward_input(da, cache) -> dh (mpipipe/layers.py)
+from mpipipe.nn.layers import GELU   # GELU().forward(h) -> (a, cache);
+                                 # GELU().backward_input(da, cache) -> dh (mpipipe/nn/layers.py)
 
 
 def mlp_forward(x, W1, b1, W2, b2, allreduce):

@@ -1,7 +1,7 @@
 """Exercise 4: which ranks talk to which? The colours for Comm.Split.
 
 A run with pp pipeline stages and dp data-parallel replicas has pp * dp
-ranks, laid out as (see mpipipe/topology.py):
+ranks, laid out as (see mpipipe/comm/topology.py):
 
     world rank = dp_index * pp + pp_index
 
@@ -14,7 +14,7 @@ new communicator. Each row needs a pipeline communicator (Send/Recv of
 activations between its stages), each column a data-parallel communicator
 (Allreduce of that stage's gradients across replicas).
 
-Grade it:  python -m mpipipe.grade lessons/exercises ex4
+Grade it:  python -m mpipipe.cli.grade lessons/exercises ex4
 """
 
 

@@ -5,7 +5,7 @@ input gradients of the T slices), g after the row-parallel one (its forward
 adds up the partial outputs); b2 is added once, after g.
 """
 
-from mpipipe.layers import GELU
+from mpipipe.nn.layers import GELU
 
 
 def mlp_forward(x, W1, b1, W2, b2, allreduce):

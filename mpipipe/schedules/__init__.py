@@ -11,12 +11,12 @@ Each generator module has `build(num_ranks, num_microbatches, chunks)`; those
 with several chunks per rank say how many by default in DEFAULT_CHUNKS.
 """
 
-from ..errors import ConfigError
+from mpipipe.errors import ConfigError
 from . import dualpipev, gpipe, interleaved, looped_bfs, naive, one_f_one_b, zb_h1, zb_h2, zbv
 from .actions import Action, Schedule
 from .lower import lower
-from .quiet_gc import without_gc
 from .pytorch_csv import write_schedule_file
+from .quiet_gc import without_gc
 from .schedule_file import read_schedule_file, schedule_from_file
 from .validate import validate
 

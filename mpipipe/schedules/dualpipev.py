@@ -39,7 +39,7 @@ tests/test_dualpipev.py holds the simulator to it.
 
 from collections import deque
 
-from ..errors import ConfigError
+from mpipipe.errors import ConfigError
 from .actions import BW, B, F, W, Action, Schedule
 from .zbv import stage_map
 

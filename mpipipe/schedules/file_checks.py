@@ -15,7 +15,7 @@ In the order schedule_file.py runs them:
 
 from collections import Counter
 
-from ..errors import ScheduleError
+from mpipipe.errors import ScheduleError
 from .actions import BW, MARKERS, MESSAGES, RECV_B, RECV_F, REDUCE_GRAD, SEND_F, B, F, W
 from .lower import lower
 from .pytorch_csv import action_text, cell_text

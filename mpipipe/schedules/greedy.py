@@ -22,7 +22,7 @@ import heapq
 import math
 from collections import deque
 
-from ..errors import ConfigError
+from mpipipe.errors import ConfigError
 from .actions import B, F, W, Action, Schedule
 from .quiet_gc import without_gc
 

@@ -19,7 +19,7 @@ chunk c+1; with m not a multiple of P the last group is short and the
 virtual-micro-batch numbering above no longer names real micro-batches.
 """
 
-from ..errors import ConfigError
+from mpipipe.errors import ConfigError
 from .actions import BW, F, Action, Schedule
 
 DEFAULT_CHUNKS = 2

@@ -12,7 +12,7 @@ Accepted: V >= 2 and any m >= P (with fewer micro-batches than ranks the
 first rank would wait for chunk 0 of micro-batch 0 to come round).
 """
 
-from ..errors import ConfigError
+from mpipipe.errors import ConfigError
 from .actions import BW, F, Action, Schedule
 
 DEFAULT_CHUNKS = 2

@@ -8,7 +8,7 @@ Only one rank works at a time, so each rank idles (P-1)/P of the step. This is
 the picture that motivates everything else.
 """
 
-from ..errors import ConfigError
+from mpipipe.errors import ConfigError
 from .actions import BW, F, Action, Schedule
 
 

@@ -38,7 +38,7 @@ import csv
 import re
 from dataclasses import dataclass
 
-from ..errors import ScheduleError
+from mpipipe.errors import ScheduleError
 from .actions import BW, COMPUTE, MARKERS, MESSAGES, B, F, W
 from .lower import lower
 

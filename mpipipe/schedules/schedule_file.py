@@ -14,7 +14,7 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError, ScheduleError
+from mpipipe.errors import ConfigError, ScheduleError
 from .actions import COMPUTE, MARKERS, MESSAGES, REDUCE_GRAD, Action, Schedule
 from .file_checks import check_entries, check_messages, check_placement, validate_located
 from .pytorch_csv import parse_rows, placement_name, placement_rule, read_rows

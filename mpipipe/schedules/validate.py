@@ -11,7 +11,7 @@ Two kinds of check, each failing with a message that names the rank and action:
      the message it waits for and what its peer is doing instead.
 """
 
-from ..errors import ScheduleError
+from mpipipe.errors import ScheduleError
 from .actions import BW, COMPUTE, MARKERS, MESSAGES, REDUCE_GRAD, STASH_RELEASE, B, F, W
 from .lower import lower
 from .quiet_gc import without_gc

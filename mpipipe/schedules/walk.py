@@ -15,7 +15,7 @@ walk is linear in the number of actions (P=64, m=1024 is ~0.5 M actions).
 
 from collections import deque
 
-from ..errors import ScheduleError
+from mpipipe.errors import ScheduleError
 from .quiet_gc import paused
 from .actions import (BACKWARD_INPUT, COMPUTE, F, MARKERS, RECV_B, RECV_F, SEND_B, SEND_F, Event)
 

@@ -17,7 +17,7 @@ The order is found by the list scheduler in greedy.py, with the deeper chunk
 served first so micro-batches drain before new ones enter.
 """
 
-from ..errors import ConfigError
+from mpipipe.errors import ConfigError
 from .greedy import schedule_greedily
 
 DEFAULT_CHUNKS = 2

@@ -18,7 +18,7 @@ import sys
 import cupy
 import numpy
 
-import mpipipe.measure
+import mpipipe.measure.summary
 import mpipipe.train
 from mpipipe.cli import main
 
@@ -51,7 +51,7 @@ cupy.asnumpy = counted(cupy.asnumpy, "device_to_host")
 cupy.asarray = counted(cupy.asarray, "host_to_device", is_host)
 cupy.array = counted(cupy.array, "host_to_device", is_host)
 
-original_microbatches, original_report = mpipipe.train._microbatches, mpipipe.measure.StepLog.report
+original_microbatches, original_report = mpipipe.train._microbatches, mpipipe.measure.summary.StepLog.report
 
 
 def microbatches(*args, **kwargs):
@@ -75,7 +75,7 @@ def report(self, topology, *args, **kwargs):
 
 
 mpipipe.train._microbatches = microbatches
-mpipipe.measure.StepLog.report = report
+mpipipe.measure.summary.StepLog.report = report
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[2:]]))

@@ -23,7 +23,7 @@ export PATH="$(dirname "$("$PYTHON" -c 'import sys; print(sys.executable)')"):$P
 start=$(date +%s)
 aware=$("$PYTHON" -c "
 from mpi4py import MPI
-from mpipipe.transport import query_mpi_library
+from mpipipe.comm.transport import query_mpi_library
 print('yes' if query_mpi_library()[0] else 'no')")
 markers=()
 [ "$aware" = yes ] || markers=(-m "not cuda_aware")
@@ -36,7 +36,7 @@ if grep -q " skipped" /tmp/mpipipe-gpu-tests.log; then
 fi
 
 echo "== step times, CPU against GPU (median ms over the steps after the first)"
-read -ra MPIEXEC <<< "$("$PYTHON" -m mpipipe.launcher)"
+read -ra MPIEXEC <<< "$("$PYTHON" -m mpipipe.comm.launcher)"
 step_ms() {     # ranks, then train options: prints the median step time in ms
     local ranks=$1; shift
     timeout -k 10 600 "${MPIEXEC[@]}" -n "$ranks" "$PYTHON" -m mpipipe train --quiet --json "$@" \

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpipipe.launcher import mpiexec_command
+from mpipipe.comm.launcher import mpiexec_command
 
 HERE = Path(__file__).resolve().parent
 REQUIRED = os.environ.get("MPIPIPE_REQUIRE_GPU") == "1"
@@ -173,7 +173,7 @@ def test_what_crosses_between_host_and_device_is_what_the_readme_says(tmp_path):
 def test_staged_and_cuda_aware_give_the_same_numbers():
     from mpi4py import MPI  # noqa: F401  (loads libmpi, which the query looks for)
 
-    from mpipipe.transport import query_mpi_library
+    from mpipipe.comm.transport import query_mpi_library
 
     aware, how = query_mpi_library()
     if not aware and os.environ.get("MPIPIPE_CUDA_AWARE") != "1":

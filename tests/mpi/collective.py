@@ -3,7 +3,7 @@
 import pytest
 from mpi4py import MPI
 
-from mpipipe.reference import relative_error, train_sequential
+from mpipipe.check import relative_error, train_sequential
 
 
 def group_of(size):

@@ -13,8 +13,8 @@ the case; all ranks agree on the verdict before asserting.
 import pytest
 
 from mpipipe.config import TrainConfig
-from mpipipe.reference import relative_error, train_sequential
-from mpipipe.simulate import peak_stash
+from mpipipe.check import relative_error, train_sequential
+from mpipipe.plan.simulate import peak_stash
 from mpipipe.train import run_training
 
 from .collective import against_one_process, group_of, verdict

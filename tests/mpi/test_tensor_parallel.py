@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from mpipipe import tensor_parallel
+from mpipipe.nn import tensor_parallel
 from mpipipe.config import TrainConfig
-from mpipipe.reference import relative_error, train_sequential
+from mpipipe.check import relative_error, train_sequential
 from mpipipe.train import run_training
 
 from .collective import against_one_process, group_of, verdict

@@ -11,7 +11,7 @@ import pytest
 from mpi4py import MPI
 
 from mpipipe.config import TrainConfig
-from mpipipe.topology import coordinates
+from mpipipe.comm.topology import coordinates
 from mpipipe.train import run_training
 
 from .collective import against_one_process, group_of, verdict

@@ -1,0 +1,5 @@
+"""The `mpipipe` command."""
+
+from .main import main
+
+__all__ = ["main"]

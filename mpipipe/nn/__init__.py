@@ -1,0 +1,1 @@
+"""The model: layers with explicit backward passes, the GPT, tensor-parallel layers, losses, optimizers, data."""

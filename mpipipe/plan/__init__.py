@@ -1,0 +1,1 @@
+"""What runs without MPI or a model: the simulator, the timeline, the partitioners."""
