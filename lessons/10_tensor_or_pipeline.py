@@ -17,13 +17,14 @@ the layers to show how each kind of talk grows, and ends with the simulator's
 answer to "when would the pipeline be faster?".
 """
 
+import os
 from statistics import mean
 
 from _checks import Checks
-from _common import WORLD, main_guard, need_ranks, say
+from _common import OUT, WORLD, main_guard, need_ranks, say
 from mpipipe.config import TrainConfig
 from mpipipe.schedules import validated_schedule
-from mpipipe.plan.simulate import Costs, allreduce_time, tensor_or_pipeline
+from mpipipe.plan.simulate import Costs, allreduce_time, simulate, tensor_or_pipeline
 from mpipipe.train import run_training
 
 WIDTH, HEADS, BATCH = 64, 4, 32
@@ -143,7 +144,46 @@ def break_even(tp_run, pp_run, checks):
         f"{'pipeline' if talk > even else 'tensor split'} to be faster;",
         f"  measured, the {faster} was: pp {pp_run.summary.step_time_s * 1e3:.1f} ms, "
         f"tp {tp_run.summary.step_time_s * 1e3:.1f} ms per step")
+    # The simulator above took a tensor rank's forward as a pipeline stage's: half the
+    # model's compute either way. Measure the pipeline's own stages instead.
+    stage = {kind: mean(e.end - e.start for e in pp_run.events if e.action.kind == kind)
+             for kind in ("F", "BW")}
+    own = Costs(F=stage["F"], B=stage["BW"] / 2, W=stage["BW"] / 2)
+    pipeline_plan = simulate(validated_schedule("1f1b", 2, m), own)
+    say(f"  why: a pipeline stage's forward took {stage['F'] * 1e3:.3f} ms here, a tensor "
+        f"rank's {compute['F'] * 1e3:.3f} ms: the",
+        "  tensor split does not halve the work (LayerNorm, the embedding and the head run "
+        "whole on",
+        "  both ranks; half-width matrices use a core less well). With the pipeline's own "
+        "times the",
+        f"  simulator plans pp {pipeline_plan.makespan * 1e3:.2f} ms against tp "
+        f"{versus.tensor.makespan * 1e3:.2f} ms of compute and talk: the "
+        f"{'pipeline' if pipeline_plan.makespan < versus.tensor.makespan else 'tensor split'}"
+        " is faster.")
+    say(draw_plans(versus.tensor, pipeline_plan, tp_run, pp_run))
 
+
+def draw_plans(tensor_plan, pipeline_plan, tp_run, pp_run):
+    """Each split planned with its own measured times, above the step as it ran."""
+    from mpipipe.measure.plot import draw
+    from mpipipe.plan.timeline import in_ms
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "no picture: matplotlib is missing (.venv/bin/pip install -e '.[plot]')"
+    path = f"{OUT}/10_tensor_or_pipeline.png"
+    os.makedirs(OUT, exist_ok=True)
+    draw(path, [
+        (in_ms(tensor_plan.events), 1, f"plan, tp = 2 (a rank's share of the compute, then its "
+         f"all-reduces): {tensor_plan.makespan * 1e3:.2f} ms", "ms"),
+        (in_ms(tp_run.events), 1, f"measured, tp = 2, tensor rank 0, the last step "
+         f"(all-reduces dark); the median step: {tp_run.summary.step_time_s * 1e3:.2f} ms", "ms"),
+        (in_ms(pipeline_plan.events), 2, f"plan, pp = 2 (each stage's measured F and BW): "
+         f"{pipeline_plan.makespan * 1e3:.2f} ms", "ms"),
+        (in_ms(pp_run.events), 2, f"measured, pp = 2, the last step; the median step: "
+         f"{pp_run.summary.step_time_s * 1e3:.2f} ms", "ms")])
+    return f"picture: {os.path.relpath(path)} (each split's plan above the step as it ran)"
 
 if __name__ == "__main__":
     main_guard(main)

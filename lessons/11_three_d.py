@@ -18,8 +18,10 @@ same formulas, fed GPT-3's sizes, give what each GPU of the real run says per
 step: the reason tensor parallelism stays inside a node.
 """
 
+import os
+
 from _checks import Checks
-from _common import WORLD, main_guard, need_ranks, say
+from _common import OUT, WORLD, main_guard, need_ranks, say
 from mpipipe.config import TrainConfig
 from mpipipe.comm.topology import communicators, grid
 from mpipipe.train import run_training
@@ -64,7 +66,36 @@ def main():
     checks = Checks()
     if WORLD.Get_rank() == 0:
         report(ranks, s, setup, checks)
+        say(draw_step(run), "")
     checks.finish()
+
+
+def draw_step(run):
+    """Replica 0's last step, tensor rank 0 of each stage: its replay above it as it ran,
+    the part of each action spent in tensor all-reduces dark."""
+    from mpipipe.measure.plot import draw
+    from mpipipe.plan.simulate import replay
+    from mpipipe.schedules.actions import COMPUTE
+    from mpipipe.plan.timeline import Timeline, in_ms
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "no picture: matplotlib is missing (.venv/bin/pip install -e '.[plot]')"
+    measured = in_ms(run.events)
+    replayed = replay(run.setup.schedule, measured)
+    busy = sum(e.end - e.start for e in measured if e.action.kind in COMPUTE)
+    all_reduce = sum(e.collective for e in measured) / busy
+    path = f"{OUT}/11_three_d.png"
+    os.makedirs(OUT, exist_ok=True)
+    draw(path, [
+        (replayed.events, PP, "replay of the last step (each action as long as measured, "
+         f"all-reduces included; free messages): bubble {replayed.bubble_fraction:.3f}", "ms"),
+        (measured, PP, f"measured, replica 0, tensor rank 0 of each stage: bubble "
+         f"{Timeline.of_events(measured, PP).bubble_fraction:.3f}; dark: in tensor all-reduces "
+         f"({all_reduce:.0%} of the actions' time)", "ms")])
+    return (f"picture: {os.path.relpath(path)} (the last step of the 2 x 2 x 2 grid, replay above, "
+            f"measurement below; {all_reduce:.0%} of its actions' time in tensor all-reduces)")
 
 
 def report(ranks, s, setup, checks):

@@ -23,7 +23,7 @@ case "$MPI" in
 esac
 if [ -z "${PYTHON:-}" ]; then
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$MPI,test,plot]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$MPI,test,plot,docs]"
     PYTHON=$VENV/bin/python
 fi
 BIN=$(cd "$(dirname "$PYTHON")" && pwd)

@@ -1,6 +1,6 @@
 """DualPipeV: its phases, what it accepts, its memory, and its bubble against the simulator.
 
-The bubble formula is written out here again, in the README's words, and held
+The bubble formula is written out here again, in the words of docs/schedules.md, and held
 against mpipipe's simulator for P = 1..8 and many costs; at f = i >= w it must
 also be DeepSeek's (PP/2-1)(F&B + B - 3W) with PP = 2P stages.
 """
@@ -17,7 +17,7 @@ from mpipipe.plan.simulate import Costs, peak_stash, simulate
 
 
 def readme_bubble(P, f, i, w):
-    """README: idle time per rank, chunk costs f (forward), i (input gradient), w (weight
+    """docs/schedules.md: idle time per rank, chunk costs f (forward), i (input gradient), w (weight
     gradient), a pair costing f + (i + w)."""
     return (P - 1) * max(0, i - w) + (P - 2) * f + max(P * f, (P - 1) * i)
 

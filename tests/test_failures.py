@@ -59,7 +59,7 @@ def test_an_exception_on_one_rank_ends_the_job_and_the_checkpoint_resumes_exactl
         assert np.array_equal(ours[key], reference[key]), key
 
 
-# What the launcher returns when a rank is killed by SIGKILL (README, "When things go wrong").
+# What the launcher returns when a rank is killed by SIGKILL (docs/failures.md).
 KILLED_EXIT = {"mpich": 9, "openmpi": 137}
 
 

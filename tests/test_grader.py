@@ -214,7 +214,7 @@ def test_the_simulated_1f1b_step_is_the_formula_with_and_without_recompute():
 
 
 def test_the_readmes_count_the_exercises_and_points():
-    """The tables and totals the READMEs print are the course's."""
+    """The tables and totals the exercises README and the instructors page print are the course's."""
     import re
 
     from .test_grader_plants import PLANTED
@@ -224,7 +224,7 @@ def test_the_readmes_count_the_exercises_and_points():
     assert rows == [(e.name, str(e.max_points)) for e in EXERCISES]
     assert f"{TOTAL} points in all" in table
     serial = sum(e.max_points for e in EXERCISES if e.ranks == 1)
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "instructors.md").read_text()
     for text in (f"{TOTAL} points", f"({TOTAL}/{TOTAL})", f"({serial}/{serial}",
                  f"({serial} points)", f"({TOTAL - serial} points)",
                  f"{len(PLANTED)} planted mistakes"):

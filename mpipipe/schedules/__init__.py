@@ -55,7 +55,7 @@ def _zb_h1(P, m, V, c):
 
 
 def dualpipev_bubble(P, c):
-    """DualPipeV's idle time per rank in one flushed step (README "DualPipeV"), a pair
+    """DualPipeV's idle time per rank in one flushed step (docs/schedules.md, "DualPipeV in detail"), a pair
     costing F + B. In chunk costs f, i, w (half a rank's F, B, W; i the input gradient):
     (P-1) max(0, i-w) + (P-2) f + max(P f, (P-1) i). With f = i >= w it is DeepSeek's
     (PP/2-1)(F&B + B - 3W) for PP = 2P stages, F&B = f + (i+w) and B = i + w."""

@@ -29,7 +29,7 @@ Accepted: any m >= 2P. Phase 4 must run at least once on rank 0
 (m - 2P + 1 >= 1): with fewer micro-batches the phases would have to shrink in
 a way DualPipe does not define.
 
-Costs (README "DualPipeV"): every rank holds at most 2P+1 chunk-micro-batches
+Costs (docs/schedules.md, "DualPipeV in detail"): every rank holds at most 2P+1 chunk-micro-batches
 of activations; with a pair costing F + B, one flushed step leaves each rank
 idle for (P-2) f + max(P f, (P-1) i) + (P-1) max(0, i - w) in chunk costs (f
 forward, i input gradient, w weight gradient), which is DualPipe's

@@ -9,7 +9,7 @@ or `cupy.array` of a host array (host to device). A call made inside another
 counted call (asnumpy calls get) counts once. Rank 0 writes the counts of every
 rank to OUT.json: [{"world_rank", "pp_index", "steps": [{"host_to_device",
 "device_to_host"}, ...]}, ...]. tests/gpu/test_gpu.py compares them with the
-README's list.
+list in docs/gpus.md.
 """
 
 import json

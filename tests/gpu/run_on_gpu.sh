@@ -9,7 +9,7 @@
 # --recompute; the GPT (embedding, attention, LayerNorm, cross-entropy); pp=2 x dp=2;
 # float32 within its tolerance; GPipe's back-to-back staged receives under load; a
 # checkpoint resumed; every host-device copy of every step on 4 ranks counted against the
-# README's list; and, where the MPI library is CUDA-aware, staged against CUDA-aware.
+# list in docs/gpus.md; and, where the MPI library is CUDA-aware, staged against CUDA-aware.
 # Then it prints CPU and GPU step times side by side for the main job and a wide MLP.
 # MPIPIPE_REQUIRE_GPU=1 makes a skip a failure; any failure makes the exit status 1.
 set -euo pipefail

@@ -133,7 +133,7 @@ def test_a_checkpoint_written_on_the_gpu_resumes_exactly(tmp_path):
 
 
 def expected_copies(stage, num_stages, microbatches, staged, dp, chunks=1):
-    """What crosses between host and device per step on one rank: README "On GPUs",
+    """What crosses between host and device per step on one rank: docs/gpus.md,
     written out. Returns (host to device, device to host)."""
     up = down = 0
     if stage == 0:
@@ -153,7 +153,7 @@ def expected_copies(stage, num_stages, microbatches, staged, dp, chunks=1):
 
 def test_what_crosses_between_host_and_device_is_what_the_readme_says(tmp_path):
     """pp=2 x dp=2, staged (the PyPI MPI): every get, set, asnumpy, asarray, float() and
-    item() of every step on every rank, counted, against the list in the README."""
+    item() of every step on every rank, counted, against the list in docs/gpus.md."""
     out = tmp_path / "copies.json"
     done = subprocess.run([*mpiexec_command(4), sys.executable, str(HERE / "copy_audit.py"),
                            str(out), "--device", "gpu", "--transport", "staged", *MLP,
