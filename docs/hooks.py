@@ -65,9 +65,11 @@ def on_files(files, config):
         source = _sources.get(page.src_uri, f"docs/{page.src_uri}")
         for target in linked_files(source, page.content_string):
             if target not in _site_of and not target.startswith("docs/"):
-                _site_of[target] = f"src/{target}"
+                # (MkDocs leaves dot folders out of a site: .github/ is copied as github/)
+                site = "src/" + "/".join(part.lstrip(".") for part in target.split("/"))
+                _site_of[target] = site
                 with open(os.path.join(ROOT, target), "rb") as data:
-                    files.append(File.generated(config, f"src/{target}", content=data.read()))
+                    files.append(File.generated(config, site, content=data.read()))
     for picture in pictures(files, config):
         files.append(picture)
     return files

@@ -84,7 +84,7 @@ def test_every_stub_raises_write_me_and_has_a_docstring():
 def test_no_exercises_there_exits_2(args):
     done = run_grader(*args)
     assert done.returncode == 2
-    assert "mpipipe.cli.grade:" in done.stderr and done.stdout == ""
+    assert "mpipipe grade:" in done.stderr and done.stdout == ""
 
 
 def test_a_wrong_answer_is_graded_with_exit_0_and_its_feedback(tmp_path):
@@ -223,9 +223,6 @@ def test_the_readmes_count_the_exercises_and_points():
     rows = re.findall(r"^\| `(ex\d+_\w+)\.py` \|.*\| (\d+) \|$", table, re.MULTILINE)
     assert rows == [(e.name, str(e.max_points)) for e in EXERCISES]
     assert f"{TOTAL} points in all" in table
-    serial = sum(e.max_points for e in EXERCISES if e.ranks == 1)
     readme = (ROOT / "docs" / "instructors.md").read_text()
-    for text in (f"{TOTAL} points", f"({TOTAL}/{TOTAL})", f"({serial}/{serial}",
-                 f"({serial} points)", f"({TOTAL - serial} points)",
-                 f"{len(PLANTED)} planted mistakes"):
+    for text in (f"{TOTAL} points in all", f"{len(PLANTED)} planted mistakes"):
         assert text in readme, text

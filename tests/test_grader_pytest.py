@@ -1,6 +1,7 @@
 """The exercises graded by pytest, as a course's autograder runs it: one test per step, the
-same points and feedback as `mpipipe grade`, the points in the JUnit XML, and the MPI
-exercise under `mpiexec -n 2 ... --with-mpi`.
+same points and feedback as `mpipipe grade`, every point in one JUnit XML (the MPI
+exercise graded under mpiexec by the run itself), and the MPI exercise under
+`mpiexec -n 2 ... --with-mpi` too.
 
 Every run is a subprocess with a time limit, in the project's top folder, as an
 instructor types it; planted answers live in tmp_path and are graded through
@@ -22,10 +23,8 @@ from .test_grader_plants import plant
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "lessons" / "solutions"
-SERIAL = [e for e in EXERCISES if e.ranks == 1]
 ON_MPI = [e for e in EXERCISES if e.ranks > 1]
-SERIAL_TOTAL = sum(e.max_points for e in SERIAL)
-MPI_RUN = "mpiexec -n 2 python -m pytest --with-mpi lessons/exercises -m mpi"
+TOTAL = sum(e.max_points for e in EXERCISES)
 
 
 def run_pytest(*args, folder=None, under_mpi=False, timeout=120):
@@ -74,19 +73,14 @@ def test_the_untouched_exercises_fail_or_skip_every_step_with_0_points(tmp_path)
     totals, cases = junit(tmp_path / "report.xml")
     assert [(c["exercise"], c["name"]) for c in cases] == [
         (e.name, step.name) for e in EXERCISES for step in e.steps]   # one test a step, in order
-    for exercise in SERIAL:
+    for exercise in EXERCISES:   # the MPI exercise too: graded, not skipped
         first, *rest = [c for c in cases if c["exercise"] == exercise.name]
         assert first["outcome"] == "failure" and first["message"].endswith("not written yet")
         assert all(c["outcome"] == "skipped" and f"{first['name']} failed first" in c["message"]
                    for c in rest)
         assert all(c["points"] == "0" for c in [first, *rest])
-    for exercise in ON_MPI:
-        for case in [c for c in cases if c["exercise"] == exercise.name]:
-            assert case["outcome"] == "skipped" and MPI_RUN in case["message"]
-    assert totals == {"points": "0", "max_points": str(SERIAL_TOTAL)}
-    assert re.search(rf"total +0/{SERIAL_TOTAL}\n", done.stdout)
-    assert f"ex6_send_recv (2 points) not graded in this run, it needs 2 MPI ranks: timeout 120 " \
-           f"{MPI_RUN}" in done.stdout
+    assert totals == {"points": "0", "max_points": str(TOTAL)}
+    assert re.search(rf"total +0/{TOTAL}\n", done.stdout)
     assert "Traceback" not in done.stdout
 
 
@@ -95,10 +89,51 @@ def test_the_solutions_get_full_marks(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "lessons/exercises/ex1_gpipe.py::runs_without_deadlock PASSED 2/2" in done.stdout
     totals, cases = junit(tmp_path / "report.xml")
-    assert totals == {"points": str(SERIAL_TOTAL), "max_points": str(SERIAL_TOTAL)}
-    assert all(c["outcome"] == "passed" and c["points"] == c["max_points"]
-               for c in cases if c["exercise"] != "ex6_send_recv")
-    assert points_table(done.stdout) == {e.name: f"{e.max_points}/{e.max_points}" for e in SERIAL}
+    assert totals == {"points": str(TOTAL), "max_points": str(TOTAL)}
+    assert len(cases) == sum(len(e.steps) for e in EXERCISES)
+    assert all(c["outcome"] == "passed" and c["points"] == c["max_points"] for c in cases)
+    assert points_table(done.stdout) == {e.name: f"{e.max_points}/{e.max_points}"
+                                         for e in EXERCISES}
+
+
+def test_a_deadlocking_send_recv_costs_its_points_with_the_reason_in_the_junit_file(tmp_path):
+    """Both ranks call MPI_COMM_WORLD's blocking Recv first, past the watched communicator:
+    a real deadlock. The run itself still ends, and the one JUnit file has ex6 at 0 points
+    with why, beside the other exercises' points."""
+    shutil.copytree(SOLUTIONS, tmp_path / "copy")
+    (tmp_path / "copy" / "ex6_send_recv.py").write_text(DEADLOCK)
+    done = run_pytest("--junitxml", tmp_path / "report.xml", "--grade-time-limit", "6",
+                      folder=tmp_path / "copy", timeout=90)
+    assert done.returncode == 1, done.stdout + done.stderr
+    totals, cases = junit(tmp_path / "report.xml")
+    ex6 = [c for c in cases if c["exercise"] == "ex6_send_recv"]
+    assert ex6[0]["outcome"] == "failure" and ex6[0]["message"] == (
+        "ex6_send_recv did not finish within 6 s under mpiexec -n 2: some rank is waiting for "
+        "a message that never comes"), ex6
+    assert [c["points"] for c in ex6] == ["0", "0"]
+    assert totals == {"points": str(TOTAL - 2), "max_points": str(TOTAL)}
+
+
+DEADLOCK = """
+import numpy as np
+from mpi4py import MPI
+
+
+def pass_activation(comm, array, source, dest, tag):
+    buffer = np.empty_like(array)
+    MPI.COMM_WORLD.Recv(buffer, source=1 - MPI.COMM_WORLD.Get_rank(), tag=tag)
+    return buffer
+"""
+
+
+def test_fewer_ranks_than_the_mpi_exercise_needs_is_refused(tmp_path):
+    done = subprocess.run([*mpiexec_command(1), sys.executable, "-m", "pytest",
+                           "lessons/exercises", "-p", "no:cacheprovider", "--with-mpi", "-m",
+                           "mpi"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert ("ex6_send_recv is graded on 2 MPI ranks and this run has 1: run mpiexec -n 2"
+            in done.stderr)
 
 
 def test_pytest_and_mpipipe_grade_agree_on_points_and_feedback(tmp_path):
@@ -117,7 +152,7 @@ def test_pytest_and_mpipipe_grade_agree_on_points_and_feedback(tmp_path):
     done = run_pytest("--junitxml", tmp_path / "report.xml", "--grade-time-limit", "2",
                       folder=folder)
     assert done.returncode == 1, done.stdout + done.stderr
-    results = {r.exercise: r for r in grade(folder, [e.name for e in SERIAL], seconds=2)}
+    results = {r.exercise: r for r in grade(folder, seconds=2)}
     assert points_table(done.stdout) == {name: f"{r.points}/{r.max_points}"
                                          for name, r in results.items()}
     assert results["ex3_bubble"].feedback.startswith("ex3_bubble.py does not load: SyntaxError")

@@ -26,7 +26,7 @@ ranks. Every rank must call it the same number of times, or the others wait
 for it forever. The grader runs your functions on T = 1, 2 and 4 ranks at
 once and compares with the whole MLP computed in one piece.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex10
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex10
 """
 
 from mpipipe.nn.layers import GELU   # GELU().forward(h) -> (a, cache);

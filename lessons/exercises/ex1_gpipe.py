@@ -6,7 +6,7 @@ through the rank's stage; Action("BW", 3) is its backward. Rank r holds
 stage r. You write only the computation: the messages between ranks are
 added for you, and the grader proves your lists can run before anything runs.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex1
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex1
 """
 
 from mpipipe.schedules.actions import Action

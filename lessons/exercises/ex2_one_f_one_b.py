@@ -9,7 +9,7 @@ stays GPipe's.
 Same format as exercise 1: one list of Action("F", i) / Action("BW", i)
 per rank.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex2
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex2
 """
 
 from mpipipe.schedules.actions import Action

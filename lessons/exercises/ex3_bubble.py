@@ -5,7 +5,7 @@ part of the step: at the start it waits for the first micro-batch to reach
 it, at the end for the last gradient to come back. That idle share is the
 "bubble". Take equal stages and messages that cost nothing.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex3
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex3
 (the grader compares with mpipipe's simulator playing out the GPipe schedule)
 """
 

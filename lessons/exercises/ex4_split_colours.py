@@ -14,7 +14,7 @@ new communicator. Each row needs a pipeline communicator (Send/Recv of
 activations between its stages), each column a data-parallel communicator
 (Allreduce of that stage's gradients across replicas).
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex4
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex4
 """
 
 

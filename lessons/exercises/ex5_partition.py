@@ -5,7 +5,7 @@ run of the model's blocks (layers); the work of a stage is roughly its
 parameter count. Choose the cut that makes the heaviest stage as light
 as possible.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex5
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex5
 """
 
 

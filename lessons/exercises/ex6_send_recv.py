@@ -9,7 +9,7 @@ shape and dtype: pipeline stages know the shape of what comes in.
 
 The grader runs your function under `mpiexec -n 2`, in both directions.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex6
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex6
 """
 
 import numpy as np  # noqa: F401  (you will need it)

@@ -12,7 +12,7 @@ micro-batch of `microbatch_size` rows. What does each layer keep?
 With recomputation (`mpipipe train --recompute`) a stage keeps much less, and
 pays for it in time: before each backward it runs the forward again.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex7
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex7
 (the grader compares with what mpipipe's engine stashes on real layers, and
 with the simulator's step time)
 """

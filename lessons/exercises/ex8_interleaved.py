@@ -16,7 +16,7 @@ backwards, in 1F1B's pattern: a warm-up of forwards, then one forward one
 backward, then the backwards left. You write the placement and the warm-up;
 the grader builds the rest of the schedule on your warm-ups and plays it out.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex8
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex8
 """
 
 

@@ -15,7 +15,7 @@ Same format as exercise 2, with three kinds of action: Action("F", i),
 Action("B", i) and Action("W", i). A micro-batch's activations are held from
 its F until its W.
 
-Grade it:  python -m mpipipe.cli.grade lessons/exercises ex9
+Grade it:  .venv/bin/mpipipe grade lessons/exercises ex9
 (the grader plays your lists out in mpipipe's simulator under several costs)
 """
 

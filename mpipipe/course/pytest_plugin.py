@@ -6,7 +6,8 @@ lessons/exercises/conftest.py hands pytest the hooks below. From the project's t
     MPIPIPE_EXERCISES=DIR python -m pytest lessons/exercises   grades DIR/ex*.py instead (a
                                                                student's copy, lessons/solutions)
     timeout 120 mpiexec -n 2 python -m pytest --with-mpi lessons/exercises -m mpi
-                                                               the exercise graded on MPI ranks
+                                                               only the MPI exercise, with each
+                                                               rank in its own pytest
 
 Every exercise file becomes a test file with one test per step, in order, each
 the verdict of the same `grade_steps` that `mpipipe grade` adds up (same
@@ -14,9 +15,12 @@ checks, same feedback, same time limit). A failed step shows its feedback, no
 traceback; a step after it is skipped, naming it. The points are on each test
 (a `points` marker; in the verbose status, "PASSED 2/2"; in JUnit XML as the
 testcase properties points and max_points, and the totals as the suite's),
-and in a table at the end. Exercises that need MPI ranks are skipped without
---with-mpi, with the command that grades them; under it, every rank grades,
-the ranks agree on each step (under_mpi.py), and only rank 0 reports.
+and in a table at the end. One run grades every exercise: one that needs MPI
+ranks is graded under `mpiexec` in a subprocess with a time limit, as `mpipipe
+grade` does, so a deadlock or a time-out is a failed step with its reason, in
+the same JUnit file. Under pytest-mpi's --with-mpi instead, every rank grades
+it in its own pytest, the ranks agree on each step (under_mpi.py), and only rank
+0 reports; fewer ranks than the exercise needs is refused, not silently skipped.
 """
 
 import os
@@ -26,14 +30,11 @@ from pathlib import Path
 import pytest
 
 from .base import FAILED, SKIPPED, TIME_LIMIT, NotAnExercisesFolder, Result
-from .course import BY_NAME, EXERCISES, check_folder, report
-from .steps import grade_steps
+from .course import BY_NAME, EXERCISES, check_folder, grade_exercise, report
 from .under_mpi import grade_on_this_rank
 
 FOLDER_VARIABLE = "MPIPIPE_EXERCISES"
-MPI_TIME_LIMIT = 120   # seconds: the `timeout` shown in front of mpiexec, for the whole job
 RAN = pytest.StashKey()            # [(exercise, StepResult)] of the steps run, in order
-NOT_GRADED = pytest.StashKey()     # {name: (exercise, command)} skipped for want of MPI ranks
 
 
 class StepFailed(Exception):
@@ -50,7 +51,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): the points a grading step is worth")
     config.addinivalue_line("markers", "mpi: needs several MPI ranks (pytest-mpi, --with-mpi)")
-    config.stash[RAN], config.stash[NOT_GRADED] = [], {}
+    config.stash[RAN] = []
     elsewhere = os.environ.get(FOLDER_VARIABLE)
     if elsewhere:
         try:
@@ -58,8 +59,10 @@ def pytest_configure(config):
         except NotAnExercisesFolder:
             raise pytest.UsageError(f"{FOLDER_VARIABLE}={elsewhere} is not a folder of exercises "
                                     f"(ex1_gpipe.py, ...)") from None
-    if under_mpi(config) and mpi_rank() > 0:
-        quiet_on_this_rank(config)
+    if under_mpi(config):
+        refuse_too_few_ranks()
+        if mpi_rank() > 0:
+            quiet_on_this_rank(config)
 
 
 def under_mpi(config):
@@ -70,6 +73,20 @@ def mpi_rank():
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.Get_rank()
+
+
+def refuse_too_few_ranks():
+    """Under --with-mpi with fewer ranks than an exercise needs, pytest-mpi would skip it
+    and the score would silently lack its points: say so and stop instead."""
+    from mpi4py import MPI
+
+    size = MPI.COMM_WORLD.Get_size()
+    for exercise in EXERCISES:
+        if exercise.ranks > size:
+            raise pytest.UsageError(
+                f"{exercise.name} is graded on {exercise.ranks} MPI ranks and this run has "
+                f"{size}: run mpiexec -n {exercise.ranks} ..., or plain pytest without "
+                f"--with-mpi, which starts the ranks itself")
 
 
 def quiet_on_this_rank(config):
@@ -107,8 +124,8 @@ class ExerciseFile(pytest.File):
         for index, step in enumerate(self.exercise.steps):
             item = StepItem.from_parent(self, name=step.name, index=index)
             item.add_marker(pytest.mark.points(step.points))
-            if self.exercise.ranks > 1:
-                item.add_marker(pytest.mark.mpi(min_size=self.exercise.ranks))
+            if self.exercise.ranks > 1 and under_mpi(self.config):   # (pytest-mpi skips an
+                item.add_marker(pytest.mark.mpi(min_size=self.exercise.ranks))  # mpi test
             yield item
 
     def graded_path(self):
@@ -120,11 +137,11 @@ class ExerciseFile(pytest.File):
     def graded(self):
         if self.result is None:
             seconds = self.config.getoption("grade_time_limit", default=TIME_LIMIT)
-            if self.exercise.ranks > 1:
+            if self.exercise.ranks > 1 and under_mpi(self.config):
                 self.result = grade_on_this_rank(self.exercise, self.graded_path(), seconds,
                                                  say=self.say_uncaptured)
-            else:
-                self.result = grade_steps(self.exercise, self.graded_path(), seconds)
+            else:   # in this process, or under mpiexec in a subprocess if it needs ranks
+                self.result = grade_exercise(self.exercise, self.graded_path(), seconds)
         return self.result
 
     def say_uncaptured(self, text):
@@ -133,14 +150,6 @@ class ExerciseFile(pytest.File):
         with capture.global_and_fixture_disabled():
             sys.stderr.write(text)
             sys.stderr.flush()
-
-    def mpi_command(self):
-        """The command that grades this exercise on its MPI ranks, as typed where pytest ran."""
-        here = self.config.invocation_params.dir
-        elsewhere = os.environ.get(FOLDER_VARIABLE)
-        prefix = f"{FOLDER_VARIABLE}={elsewhere} " if elsewhere else ""
-        return (f"{prefix}timeout {MPI_TIME_LIMIT} mpiexec -n {self.exercise.ranks} python -m "
-                f"pytest --with-mpi {os.path.relpath(self.path.parent, here)} -m mpi")
 
 
 class StepItem(pytest.Item):
@@ -172,29 +181,10 @@ class StepItem(pytest.Item):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The steps in the course's order (pytest collects files by name: ex10 before ex2);
-    without --with-mpi, skip the steps that need MPI ranks, saying how to grade them
-    (before pytest-mpi adds its own, vaguer, reason)."""
+    """The steps in the course's order (pytest collects files by name: ex10 before ex2)."""
     order = {exercise.name: index for index, exercise in enumerate(EXERCISES)}
     items.sort(key=lambda item: order.get(item.parent.exercise.name, -1)
                if isinstance(item, StepItem) else -1)     # stable: other tests stay first
-    if under_mpi(config):
-        return
-    for item in items:
-        if isinstance(item, StepItem) and item.parent.exercise.ranks > 1:
-            item.add_marker(pytest.mark.skip(
-                reason=f"graded on {item.parent.exercise.ranks} MPI ranks: run "
-                       f"{item.parent.mpi_command()}"))
-
-
-def pytest_collection_finish(session):
-    """Note the exercises left out for want of MPI ranks (once -m and -k have chosen)."""
-    if under_mpi(session.config):
-        return
-    for item in session.items:
-        if isinstance(item, StepItem) and item.parent.exercise.ranks > 1:
-            session.config.stash[NOT_GRADED][item.parent.exercise.name] = (
-                item.parent.exercise, item.parent.mpi_command())
 
 
 def pytest_report_teststatus(report, config):
@@ -235,13 +225,8 @@ def pytest_sessionfinish(session):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    results, not_graded = scores(config), config.stash[NOT_GRADED]
-    if not results and not not_graded:
-        return
-    terminalreporter.section("points")
+    results = scores(config)
     if results:
+        terminalreporter.section("points")
         for line in report(results, feedback=False).splitlines():
             terminalreporter.write_line(line)
-    for exercise, command in not_graded.values():
-        terminalreporter.write_line(f"{exercise.name} ({exercise.max_points} points) not graded "
-                                    f"in this run, it needs {exercise.ranks} MPI ranks: {command}")
