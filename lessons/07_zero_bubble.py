@@ -63,7 +63,8 @@ def main():
             "dualpipev: half-size chunks)", "held at the peak, per rank; KiB: their activations.",
             "", f"the split, measured in zb-h1: F {zb.action_ms('F'):.2f} ms, B "
             f"{zb.action_ms('B'):.2f} ms, W {zb.action_ms('W'):.2f} ms an action "
-            f"(1f1b's fused BW {base.action_ms('BW'):.2f} ms)", "",
+            f"(1f1b's fused BW {base.action_ms('BW'):.2f} ms: B + W is "
+            f"{split_ratio(zb, base):.2f} times it)", "",
             "zb-h1 in detail:", *zb.explain(),
             draw(f"{OUT}/07_zero_bubble.png", zb, f"zb-h1, P={P}, m={M}"), "",
             "zb-h1 as it ran (W's fill the gaps):", zb.summary.timeline, "")
@@ -74,8 +75,25 @@ def main():
             f"micro-batches (1f1b: {' '.join(map(str, base.summary.peak_stash))}): every "
             "rank keeps each one until its W.",
             f"The step took {zb.step_ms:.1f} ms against 1f1b's {base.step_ms:.1f} ms; measured "
-            f"bubble {zb.bubble:.3f} against {base.bubble:.3f}.", "")
+            f"bubble {zb.bubble:.3f} against {base.bubble:.3f}.", why_faster_or_not(zb, base), "")
     checks.finish()
+
+
+def split_ratio(zb, base):
+    """(B + W) / BW: what splitting the backward costs in compute (two passes, not one)."""
+    return (zb.action_ms("B") + zb.action_ms("W")) / base.action_ms("BW")
+
+
+def why_faster_or_not(zb, base):
+    """The step times compared, with the two things that move them: the idle ZB-H1 fills
+    (the replays: this run's own action times, free messages) and the split's cost."""
+    extra = M * (zb.action_ms("B") + zb.action_ms("W") - base.action_ms("BW"))
+    verdict = "faster" if zb.step_ms < base.step_ms else "slower"
+    return (f"why: zb-h1 was {verdict} here: its W's fill idle time (replayed bubble "
+            f"{zb.replay_bubble:.3f} against 1f1b's {base.replay_bubble:.3f}),\n"
+            f"     but splitting BW into B and W costs {extra:+.1f} ms of compute per rank over "
+            f"{M} micro-batches,\n     and on shared cores the waits for messages differ from "
+            f"run to run (the measured column).")
 
 
 if __name__ == "__main__":

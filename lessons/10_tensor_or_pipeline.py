@@ -183,7 +183,8 @@ def draw_plans(tensor_plan, pipeline_plan, tp_run, pp_run):
          f"{pipeline_plan.makespan * 1e3:.2f} ms", "ms"),
         (in_ms(pp_run.events), 2, f"measured, pp = 2, the last step; the median step: "
          f"{pp_run.summary.step_time_s * 1e3:.2f} ms", "ms")])
-    return f"picture: {os.path.relpath(path)} (each split's plan above the step as it ran)"
+    return (f"picture: {os.path.relpath(path)} (each split's plan above its last step as it ran; "
+            f"the step times printed are medians, as the panels' titles say)")
 
 if __name__ == "__main__":
     main_guard(main)

@@ -143,7 +143,18 @@ def _wrong(f):
     if f.kind == "equivalence":
         return (f"WRONG {_describe(f.label)}: differs from one process by {f.measured:.1e} "
                 f"(relative), more than {f.high:.0e}")
-    return f"WRONG {f.kind} {_describe(f.label)}: measured {f.measured:g}, formula {f.low:g}"
+    measured, formula = _digits(f.measured, f.low)
+    return f"WRONG {f.kind} {_describe(f.label)}: measured {measured}, formula {formula}"
+
+
+def _digits(a, b):
+    """a and b with enough digits that a reader sees where they differ (`:g` keeps six,
+    so 0.1 + 0.2 and 0.3 would both print 0.3 on a line that calls them different)."""
+    for digits in (6, 10):
+        shown = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if shown[0] != shown[1]:
+            return shown
+    return repr(a), repr(b)
 
 
 def _passed(kind, figures):

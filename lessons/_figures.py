@@ -160,5 +160,9 @@ def draw(path, trained, name):
     draw_panels(path, [
         (replayed.events, pp, f"replay of the last step (its own action times, free messages):"
          f" {name}, bubble {replayed.bubble_fraction:.3f}", "ms"),
-        (measured.events, pp, f"measured: {name}, bubble {measured.bubble_fraction:.3f}", "ms")])
-    return f"picture: {os.path.relpath(path)} (replay above, measurement below)"
+        (measured.events, pp, f"the last step measured: {name}, bubble "
+         f"{measured.bubble_fraction:.3f}", "ms")])
+    # The picture is one step, the printed figures are medians: say so, or the two disagree.
+    return (f"picture: {os.path.relpath(path)} (the last step, step {trained.summary.steps}: "
+            f"its replay above, its measurement below; the figures printed are medians of "
+            f"steps 2..{trained.summary.steps})")

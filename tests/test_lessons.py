@@ -243,3 +243,18 @@ def test_every_mpipipe_command_on_the_pages_runs(tmp_path):
             assert done.returncode == 0, f"{name}.md: mpipipe {command}\n{done.stderr}"
             tried += 1
     assert tried >= 10
+
+
+def test_a_wrong_line_shows_the_digits_where_figure_and_formula_differ():
+    """Six significant digits would print 0.1 + 0.2 and 0.3 alike on a line calling them
+    different; the line must show where they part."""
+    spec = importlib.util.spec_from_file_location("_checks", os.path.join(ROOT, "lessons", "_checks.py"))
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+
+    def line(measured, formula):
+        return checks._wrong(checks.Figure("memory", {"rank": 0}, measured, formula, formula, False))
+    for measured, formula in ((0.1 + 0.2, 0.3), (1536.0000001, 1536), (1537, 1536)):
+        shown = line(measured, formula).split("measured ")[1].split(", formula ")
+        assert float(shown[0]) == measured and float(shown[1]) == formula
+        assert shown[0] != shown[1]
