@@ -102,6 +102,7 @@ class TrainConfig:
     checkpoint_every: int | None = None  # only at the end
     keep_checkpoints: int = 2       # complete checkpoints kept on disk (0: all)
     resume: bool = False            # continue from the newest complete checkpoint
+    resume_step: int | None = None  # continue from this step's checkpoint (implies resume)
 
     @classmethod
     def from_options(cls, options):
@@ -171,6 +172,8 @@ def with_defaults(config, world_size):
         c.lr = DEFAULT_LR[c.optimizer]
     if c.log_every is None and c.steps is not None:
         c.log_every = default_log_every(c.steps)
+    if c.resume_step is not None:
+        c.resume = True
     return c
 
 
@@ -198,8 +201,11 @@ def prepare(config, world_size):
         raise ConfigError(f"--lr must be positive, got {c.lr}")
     if c.timeout is not None and not c.timeout > 0:
         raise ConfigError(f"--timeout must be positive, got {c.timeout}")
-    if (c.checkpoint_every is not None or c.resume) and not c.checkpoint_dir:
-        raise ConfigError("--checkpoint-every and --resume need --checkpoint-dir DIR")
+    if (c.checkpoint_every is not None or c.resume or c.resume_step is not None) \
+            and not c.checkpoint_dir:
+        raise ConfigError("--checkpoint-every, --resume and --resume-step need --checkpoint-dir DIR")
+    if c.resume_step is not None and c.resume_step < 1:
+        raise ConfigError(f"--resume-step must be at least 1, got {c.resume_step}")
     if c.checkpoint_every is not None and c.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1, got {c.checkpoint_every}")
     if c.keep_checkpoints < 0:

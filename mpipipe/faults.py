@@ -8,6 +8,8 @@ step STEP (counted from 1), once every rank has entered the step:
     nan     put a NaN into its first stage's weights (--nan-check must catch it)
     hang    stop answering for an hour (--timeout must catch it)
     skew    nudge its first stage's weights by 0.1% (--check must catch it)
+    save    kill itself halfway through writing its stage file of the checkpoint of
+            step STEP (the previous checkpoint must resume; the next save tidies up)
 
 It exists for the test suite and for courses that show what failure looks like;
 without the variable nothing here runs.
@@ -18,7 +20,7 @@ import signal
 import sys
 import time
 
-KINDS = ("raise", "kill", "nan", "hang", "skew")
+KINDS = ("raise", "kill", "nan", "hang", "skew", "save")
 
 
 class InjectedFault(RuntimeError):
@@ -45,13 +47,22 @@ def maybe_fail(fault, world_rank, step, chunks):
     if kind == "raise":
         raise InjectedFault(f"injected fault on rank {world_rank} at step {step}")
     if kind == "kill":
-        sys.stderr.write(f"[rank {world_rank}] MPIPIPE_FAULT: killing this rank (SIGKILL) at "
-                         f"step {step}\n")
-        sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+        die(world_rank, f"at step {step}")
     if kind == "nan":
         chunks[0].layers.flat_params[0] = float("nan")
     if kind == "hang":
         time.sleep(3600)
     if kind == "skew":
         chunks[0].layers.flat_params[...] *= 1.001
+
+
+def dies_in_save(fault, world_rank, step):
+    """Whether this rank is to die while writing the checkpoint of `step` (kind save)."""
+    return fault is not None and fault == ("save", world_rank, step)
+
+
+def die(world_rank, when):
+    """Say so on stderr, then kill this rank with SIGKILL: no clean-up runs, as in a crash."""
+    sys.stderr.write(f"[rank {world_rank}] MPIPIPE_FAULT: killing this rank (SIGKILL) {when}\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)

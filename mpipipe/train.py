@@ -61,7 +61,9 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
         fault = planned_fault()
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    manifest, notes = checkpoint.resume_point(setup)
+    if c.checkpoint_dir:
+        checkpoint.check_folder(c.checkpoint_dir, comm)
+    manifest, notes = checkpoint.resume_point(setup, comm)
     first_step = manifest["step"] if manifest else 0
     if first_step >= c.steps:
         raise ConfigError(f"nothing to do: the checkpoint is at step {first_step} and "
@@ -105,7 +107,7 @@ def run_training(config, comm=None, log=None, check=False, on_step=None, keep_al
             on_step(step + 1, loss)
         if c.checkpoint_dir and ((c.checkpoint_every and (step + 1) % c.checkpoint_every == 0)
                                  or step + 1 == c.steps):
-            checkpoint.save(setup, grid, step + 1, chunks, waiter)
+            checkpoint.save(setup, grid, step + 1, chunks, waiter, fault)
     report = steps.report(grid, engine, chunks, f"{device} ({device_reason})",
                           f"{transport} ({transport_reason})")
     waiter.barrier(comm)

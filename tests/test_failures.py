@@ -158,7 +158,7 @@ def test_old_checkpoints_are_pruned(tmp_path):
     (["--schedule", "interleaved", "--microbatches", "6", "--pp", "4", "--global-batch", "48"],
      None),
     (["--global-batch", "100"], "global batch 100 does not split"),
-    (["--resume"], "--checkpoint-every and --resume need --checkpoint-dir"),
+    (["--resume"], "--checkpoint-every, --resume and --resume-step need --checkpoint-dir"),
     (["--schedule", "nope"], "invalid choice: 'nope'"),
     (["--lr", "0"], "--lr must be positive"),
     (["--dp", "3"], "cannot"),

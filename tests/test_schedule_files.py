@@ -105,6 +105,8 @@ def test_comms_file_in_mpipipe_places_and_its_notes(tmp_path):
 
 
 def test_comms_file_with_an_early_receive_is_run_with_mpipipes_lowering(tmp_path):
+    """2RECV_B1 posted at rank 1's second cell: a posted receive is waited for only by
+    the action that needs it, so the file's own order still runs; mpipipe keeps its place."""
     early = V_COMMS.replace(",2RECV_B1,2B1", ",2B1").replace("1RECV_F0,", "1RECV_F0,2RECV_B1,")
     found = read_schedule_file(write(tmp_path, early))
     assert found.notes[0] == ("rank 1: 1 message(s) earlier than in mpipipe's lowering, "
@@ -113,6 +115,22 @@ def test_comms_file_with_an_early_receive_is_run_with_mpipipes_lowering(tmp_path
     lowered = lower(found.schedule).programs[1]
     where = lowered.index(Action("RECV_B", 1, 1, 0))
     assert lowered[where + 1] == Action(BW, 1, 1)       # received right before it is needed
+
+
+def test_comms_file_with_a_late_send_that_deadlocks_names_the_receive(tmp_path):
+    """Rank 1 sends B0 only after 1F1 (mpipipe would send it right after 1B0): rank 0's
+    0B0 waits for it, and rank 1's 1F1 waits for rank 0's 0SEND_F1, which comes after 0B0.
+    mpipipe's own lowering would run it, a runtime that follows the file would hang:
+    refused, at the receive whose send never comes."""
+    late = bad("0F0,0SEND_F0,0RECV_B0,0B0,0F1,0SEND_F1,0RECV_B1,0B1",
+               "1RECV_F0,1F0,1B0,1RECV_F1,1F1,1SEND_B0,1B1,1SEND_B1")
+    with pytest.raises(ScheduleError, match=(
+            r"^row 1 \(rank 0\), cell 3 \(0RECV_B0\): the file's own message order deadlocks "
+            r"here: 0RECV_B0, waited for by 0B0 \(cell 4\), is sent by 1SEND_B0 \(cell 6 of "
+            r"row 2\), which rank 1 never reaches: it waits at cell 5 \(1F1\) first$")):
+        read_schedule_file(write(tmp_path, late))
+    on_time = late.replace("1B0,1RECV_F1,1F1,1SEND_B0,", "1B0,1SEND_B0,1RECV_F1,1F1,")
+    assert read_schedule_file(write(tmp_path, on_time, "on-time.csv")).notes
 
 
 def bad(*rows):
@@ -157,6 +175,10 @@ ONE_STAGE_OK = ["0F0,0F1,0B0,0B1", "1F0,1B0,1F1,1B1"]
      r"row 1 \(rank 0\), cell 4 \(0RECV_B0\): comes after 0B0 \(cell 3\), which needs it"),
     (["0SEND_F0,0F0,0RECV_B0,0B0", "1RECV_F0,1F0,1B0,1SEND_B0"],
      r"cell 1 \(0SEND_F0\): comes before 0F0 \(cell 2\), which produces it"),
+    # a compute order that deadlocks, in a comms file: named at the file's own receive
+    (["0F0,0SEND_F0,0RECV_B0,0B0,0F1,0SEND_F1,0RECV_B1,0B1",
+      "1RECV_F1,1F1,1B1,1SEND_B1,1RECV_F0,1F0,1B0,1SEND_B0"],
+     r"^row 1 \(rank 0\), cell 3 \(0RECV_B0\): the schedule deadlocks:"),
 ])
 def test_each_mistake_is_named_by_row_and_cell(tmp_path, rows, message):
     with pytest.raises(ScheduleError, match=message):
@@ -166,6 +188,9 @@ def test_each_mistake_is_named_by_row_and_cell(tmp_path, rows, message):
 def test_the_mistake_free_versions_read(tmp_path):
     read_schedule_file(write(tmp_path, bad(*ONE_STAGE_OK)))
     read_schedule_file(write(tmp_path, bad("0F0,0SEND_F0,0RECV_B0,0B0",
+                                           "1RECV_F0,1F0,1B0,1SEND_B0")))
+    # a receive posted first is waited for only by 0B0, which needs it: no deadlock
+    read_schedule_file(write(tmp_path, bad("0RECV_B0,0F0,0SEND_F0,0B0",
                                            "1RECV_F0,1F0,1B0,1SEND_B0")))
 
 

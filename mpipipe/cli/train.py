@@ -142,6 +142,8 @@ def add_parser(commands):
         help=f"complete checkpoints to keep, 0 for all ({default('keep_checkpoints')})")
     add("--resume", action="store_true", default=None, help="continue from the newest "
         "complete checkpoint in --checkpoint-dir (any pp/dp; the same model and optimizer)")
+    add("--resume-step", type=int, metavar="S", help="continue from the checkpoint of step S "
+        "instead (an older one, when the newest is damaged: the error names it)")
     add = train.add_argument_group("pictures and traces").add_argument
     add("--timeline", metavar="FILE.png", help="draw the last step as it ran (needs "
         "matplotlib: the plot extra)")

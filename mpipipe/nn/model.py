@@ -98,6 +98,15 @@ def block_param_counts(spec):
     return counts
 
 
+def shard_param_count(spec, index, size=1, rank=0):
+    """Parameters of tensor shard `rank` of `size` of block `index` (the whole block at
+    size 1): what a checkpoint's stage file must hold for it."""
+    if size == 1:
+        return block_param_counts(spec)[index]
+    block = build_block(spec, index, TensorGroup(size, rank))
+    return sum(p.size for leaf in leaf_layers(block) for p in leaf.params.values())
+
+
 class Stage(Sequential):
     """The blocks of one pipeline stage, with all parameters in one flat buffer.
 

@@ -9,14 +9,17 @@ In the order schedule_file.py runs them:
   validate()  mpipipe's own validation, the deadlock walk included, its
               message prefixed with the cell it is about;
   messages    (compute + comms files) the file's sends and receives are
-              mpipipe's lowering's, each on the right side of its compute cell;
-              where they sit elsewhere, a note says which cells.
+              mpipipe's lowering's, each on the right side of its compute cell,
+              and in the file's own order they do not deadlock (a send placed
+              too late: a runtime that follows the file, as PyTorch's does,
+              would hang there); where they sit elsewhere than mpipipe's, a
+              note says which cells.
 """
 
 from collections import Counter
 
 from mpipipe.errors import ScheduleError
-from .actions import BW, MARKERS, MESSAGES, RECV_B, RECV_F, REDUCE_GRAD, SEND_F, B, F, W
+from .actions import BW, MARKERS, MESSAGES, RECV_B, RECV_F, REDUCE_GRAD, SEND_B, SEND_F, B, F, W
 from .lower import lower
 from .pytorch_csv import action_text, cell_text
 from .validate import validate
@@ -121,10 +124,11 @@ def _check_complete(rank, stage, mb, seen, numbering):
 
 
 def cell_of(cells, rank, action):
-    """The cell of a compute action or marker, or of the compute action a message serves."""
+    """The cell of an action: a compute action's or marker's own; a message's own in a
+    compute + comms file, else the cell of the compute action it serves."""
     kind = action.kind
     if kind in MESSAGES:
-        kinds = (F,) if kind in (RECV_F, SEND_F) else (B, BW)
+        kinds = (kind, F) if kind in (RECV_F, SEND_F) else (kind, B, BW)
     else:
         kinds = (kind,)
     for k in kinds:
@@ -149,7 +153,7 @@ def validate_located(schedule, cells):
 def check_messages(schedule, ranks):
     """A compute + comms file's messages against mpipipe's lowering; notes on where they differ."""
     lowered = lower(schedule)
-    notes = []
+    notes, displaced = [], []
     for rank, entries in enumerate(ranks):
         mine = [(action_text(lowered, rank, a), slot) for a, slot in _slots(lowered.programs[rank])
                 if a.kind in MESSAGES]
@@ -172,16 +176,73 @@ def check_messages(schedule, ranks):
         expected = dict(mine)       # each message once per rank: its place in mpipipe's list
         early = [e for e, slot in theirs if slot < expected[e.label]]
         late = [e for e, slot in theirs if slot > expected[e.label]]
+        displaced += early + late
         for moved, how in ((early, "earlier"), (late, "later")):
             if moved:
                 shown = ", ".join(f"{e.cell.column} ({e.label})" for e in moved[:5])
                 notes.append(f"rank {rank}: {len(moved)} message(s) {how} than in mpipipe's "
                              f"lowering, cell(s) {shown}{', ...' if len(moved) > 5 else ''}")
+    check_message_order(ranks, schedule.stage_map, displaced)
     notes.append("messages: the same as mpipipe's lowering" + (
         "; in their places above mpipipe keeps its own: it waits for a message right before "
         "the action that needs it, as PyTorch's runtime does, and sends right after the one "
         "that makes it" if notes else ", in the same places"))
     return notes
+
+
+def check_message_order(ranks, stage_map, moved=()):
+    """Walk the file's rows as a runtime that follows them would (PyTorch's does): a
+    send is posted where it stands, a receive is posted where it stands and waited for
+    by the compute action that needs it, and that action runs once the matching send has
+    been posted. If the walk stops before every row is done, the file's own order
+    deadlocks (mpipipe's lowering, which sends right after each producing action, may
+    not): name the receive that can never be matched, preferring one whose send the
+    file moved from mpipipe's place (`moved`: those entries), and where its send is stuck."""
+    owner = {stage: rank for rank, stages in enumerate(stage_map) for stage in stages}
+
+    def needed(e):      # (send kind, stage, micro-batch) a compute action waits for, or None
+        step, kind = {F: (-1, SEND_F), B: (+1, SEND_B), BW: (+1, SEND_B)}.get(e.kind, (0, None))
+        other = e.stage + step
+        if kind and other in owner and owner[other] != owner[e.stage]:
+            return kind, other, e.microbatch
+        return None
+
+    done, posted, progress = [0] * len(ranks), set(), True
+    while progress:
+        progress = False
+        for rank, entries in enumerate(ranks):
+            while done[rank] < len(entries):
+                e = entries[done[rank]]
+                if e.kind in (SEND_F, SEND_B):
+                    posted.add((e.kind, e.stage, e.microbatch))
+                elif e.kind not in MESSAGES and e.kind not in MARKERS:
+                    need = needed(e)
+                    if need is not None and need not in posted:
+                        break
+                done[rank] += 1
+                progress = True
+    stuck = [(rank, ranks[rank][done[rank]]) for rank in range(len(ranks))
+             if done[rank] < len(ranks[rank])]
+    if not stuck:
+        return
+
+    def send_of(e):
+        kind, stage, microbatch = needed(e)
+        return next(f for f in ranks[owner[stage]]
+                    if (f.kind, f.stage, f.microbatch) == (kind, stage, microbatch))
+    rank, waiting = next(((r, e) for r, e in stuck if any(send_of(e) is m for m in moved)),
+                         stuck[0])
+    send = send_of(waiting)
+    recv_kind = RECV_F if send.kind == SEND_F else RECV_B
+    receive = next(f for f in ranks[rank] if (f.kind, f.stage, f.microbatch) ==
+                   (recv_kind, waiting.stage, waiting.microbatch))
+    source = owner[send.stage]
+    blocker = ranks[source][done[source]]
+    raise ScheduleError(f"{receive.cell}: the file's own message order deadlocks here: "
+                        f"{receive.label}, waited for by {waiting.label} (cell "
+                        f"{waiting.cell.column}), is sent by {send.label} (cell "
+                        f"{send.cell.column} of row {send.cell.row}), which rank {source} never "
+                        f"reaches: it waits at cell {blocker.cell.column} ({blocker.label}) first")
 
 
 def _check_side(e, compute):

@@ -74,6 +74,10 @@ def read_schedule_file(path):
             program.append(action)
             cells[rank, e.kind, e.microbatch, action.chunk] = e.cell
         programs.append(program)
+    for rank, entries in enumerate(ranks):      # a comms file's messages have cells too
+        for e in entries:
+            if e.kind in MESSAGES:
+                cells[rank, e.kind, e.microbatch, chunk_of[e.stage]] = e.cell
     schedule = Schedule(os.path.basename(path), len(ranks), microbatches, programs,
                         chunks=len(stage_map[0]), stage_map=stage_map, notes={"file": path})
     validate_located(schedule, cells)
