@@ -10,7 +10,7 @@ micro-batch is 256/m samples: more micro-batches, smaller ones.
 
 from _checks import Checks
 from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
-from _figures import draw
+from _figures import draw, web_page
 
 BATCH, LAYERS = 256, 8
 SHOWN = 8          # the m drawn and explained in detail
@@ -36,7 +36,8 @@ def main():
                         f"{' '.join(map(str, s.peak_stash)):>9} "
                         f"{' '.join(f'{b // 1024}' for b in s.peak_stash_bytes):>12}")
     shown, last = runs[SHOWN], runs[16]
-    picture = draw(f"{OUT}/03_gpipe.png", shown, f"gpipe, P={P}, m={SHOWN}") \
+    picture = (draw(f"{OUT}/03_gpipe.png", shown, f"gpipe, P={P}, m={SHOWN}") + "\n" +
+               web_page(f"{OUT}/03_gpipe.html", shown, f"gpipe, P={P}, m={SHOWN}")) \
         if WORLD.Get_rank() == 0 else ""
     say(f"GPipe on {P} ranks, a batch of {BATCH} cut into m micro-batches of {BATCH}/m:",
         f"{'m':>4} {'textbook':>9} {'replay':>7} {'measured':>9} {'step ms':>8} "

@@ -9,7 +9,7 @@ holds more than min(P - r, m) micro-batches, whatever m is. GPipe holds m.
 
 from _checks import Checks
 from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
-from _figures import draw
+from _figures import draw, web_page
 
 BATCH, LAYERS = 256, 8
 
@@ -52,6 +52,7 @@ def main():
             f"at m = 16; GPipe's is m = 16 on every rank.", "",
             "1F1B, m = 8 in detail:", *shown.explain(),
             draw(f"{OUT}/04_one_f_one_b.png", shown, f"1f1b, P={P}, m=8"),
+            web_page(f"{OUT}/04_one_f_one_b.html", shown, f"1f1b, P={P}, m=8"),
             "", "1F1B, m = 8, as it ran:", shown.summary.timeline, "",
             f"answer: at m = 16 rank 0 holds {runs['1f1b', 16].summary.peak_stash[0]} "
             f"micro-batches under 1F1B, {runs['gpipe', 16].summary.peak_stash[0]} under GPipe "

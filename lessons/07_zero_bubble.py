@@ -15,7 +15,7 @@ chunk's backward as a pair (F&B), drawn with '&'.
 
 from _checks import Checks
 from _common import OUT, WORLD, activation_bytes, main_guard, need_ranks, say, train
-from _figures import draw
+from _figures import draw, web_page
 from mpipipe.schedules import validated_schedule
 from mpipipe.plan.simulate import steady_state
 
@@ -66,7 +66,8 @@ def main():
             f"(1f1b's fused BW {base.action_ms('BW'):.2f} ms: B + W is "
             f"{split_ratio(zb, base):.2f} times it)", "",
             "zb-h1 in detail:", *zb.explain(),
-            draw(f"{OUT}/07_zero_bubble.png", zb, f"zb-h1, P={P}, m={M}"), "",
+            draw(f"{OUT}/07_zero_bubble.png", zb, f"zb-h1, P={P}, m={M}"),
+            web_page(f"{OUT}/07_zero_bubble.html", zb, f"zb-h1, P={P}, m={M}"), "",
             "zb-h1 as it ran (W's fill the gaps):", zb.summary.timeline, "")
         if "dualpipev" in runs:
             say("dualpipev as it ran (F7&bw3: a forward and the other chunk's backward, a pair):",

@@ -166,3 +166,27 @@ def draw(path, trained, name):
     return (f"picture: {os.path.relpath(path)} (the last step, step {trained.summary.steps}: "
             f"its replay above, its measurement below; the figures printed are medians of "
             f"steps 2..{trained.summary.steps})")
+
+
+def web_page(path, trained, name):
+    """The last step as a web page (mpipipe.measure.html): its replay and its measurement,
+    every idle slot with its cause. Returns the line that says where it is."""
+    from mpipipe.measure import html
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    s, run = trained.summary, trained.run
+    measured, replayed = trained.measured[-1], trained.replayed[-1]
+    per_microbatch = [b / n if n else 0 for b, n in zip(s.peak_stash_bytes, s.peak_stash)]
+    html.write(path, html.page_data(
+        f"{name}: the last step, step {s.steps}", run.setup.schedule,
+        planned=replayed.events, measured=measured.events,
+        bubbles={"textbook": s.bubble_fraction_planned, "replay": replayed.bubble_fraction,
+                 "measured": measured.bubble_fraction},
+        bytes_each=per_microbatch,
+        facts=["planned: the replay of this step (each action as long as it took, messages "
+               "free); measured: the step as it ran", "hover an idle slot for its cause"]))
+    slot = s.longest_idle
+    why = f", waiting for {slot['waited_for']}" if slot and slot["waited_for"] else ""
+    return (f"web page: {os.path.relpath(path)} (open it in a browser: every idle slot says why)"
+            + (f"\n  its longest idle slot: rank {slot['rank']}, {slot['end'] - slot['start']:.2f} "
+               f"ms, {slot['cause']}{why}" if slot else ""))

@@ -104,6 +104,10 @@ def test_lesson_runs_checks_itself_and_prints_what_its_page_quotes(name):
             f"\n{line}\n--- the lesson printed:\n{done.stdout}"
     if importlib.util.find_spec("matplotlib"):       # the plot extra
         assert os.path.exists(os.path.join(ROOT, "lessons", "out", name + ".png"))
+    if f"out/{name}.html" in page(name):             # the page sends the student to it
+        assert f"web page: lessons/out/{name}.html" in done.stdout
+        assert "its longest idle slot: rank " in done.stdout
+        assert os.path.exists(os.path.join(ROOT, "lessons", "out", name + ".html"))
     expected = EXPECTED.get(name[:2])
     if expected:
         expected(figures, stated_ranks(name))

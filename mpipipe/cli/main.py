@@ -80,6 +80,8 @@ def build_parser():
     sim.add_argument("--json", action="store_true", help="print one JSON object instead")
     sim.add_argument("--timeline", metavar="FILE.png", help="also draw the plan as a PNG "
                      "(needs matplotlib: the plot extra)")
+    sim.add_argument("--html", metavar="FILE.html", help="also write the plan as one "
+                     "self-contained web page, every idle slot with its cause")
     sim.set_defaults(func=cmd_simulate)
 
     exp = commands.add_parser(
@@ -127,6 +129,8 @@ def build_parser():
                               "by `mpipipe train --trace FILE.json`.")
     rep.add_argument("trace", metavar="FILE.json")
     rep.add_argument("--json", action="store_true", help="print one JSON object instead")
+    rep.add_argument("--html", metavar="FILE.html", help="also write the trace's last step as "
+                     "one self-contained web page, every idle slot with its cause")
     rep.set_defaults(func=cmd_report)
 
     top = commands.add_parser("topology", help="print the rank grid of a tp x pp x dp run",
@@ -182,6 +186,8 @@ def cmd_simulate(args):
         if args.timeline:
             needs_matplotlib()
             check_writable(args.timeline)
+        if args.html:
+            check_writable(args.html)
     except (ConfigError, ScheduleError, ValueError) as error:
         print(f"mpipipe simulate: error: {error}", file=sys.stderr)
         return 2
@@ -211,6 +217,15 @@ def cmd_simulate(args):
         summary["schedule_file"] = {"path": found.path, "flavour": found.flavour,
                                     "placement": found.placement,
                                     "stage_map": schedule.stage_map, "notes": found.notes}
+    if args.html:
+        from mpipipe.measure import html
+
+        html.write(args.html, html.page_data(
+            f"mpipipe simulate: {name}, P={P}, m={m}" + (f", V={V}" if V > 1 else ""),
+            schedule, planned=timeline.events, unit="time units",
+            bubbles={"planned": timeline.bubble_fraction, "textbook": textbook},
+            facts=[f"costs F={costs.F:g} B={costs.B:g} W={costs.W:g}, comm={costs.comm:g}; "
+                   f"makespan {timeline.makespan:g}"]))
     if args.json:
         if args.actions:
             summary["actions"] = [[str(a) for a in program] for program in schedule.programs]
@@ -317,11 +332,27 @@ def cmd_report(args):
     from mpipipe.measure.report import format_report, summarise
     from mpipipe.measure.trace import load
 
+    from mpipipe.errors import ConfigError, ScheduleError
+
     try:
-        summary = summarise(load(args.trace))
+        trace = load(args.trace)
+        summary = summarise(trace)
     except (OSError, ValueError, KeyError) as error:
         print(f"mpipipe report: error: cannot read {args.trace}: {error}", file=sys.stderr)
         return 2
+    if args.html:
+        from mpipipe.measure import html
+        from mpipipe.measure.report import last_step
+
+        try:
+            schedule, events = last_step(trace)
+            html.write(args.html, html.page_data(
+                f"mpipipe report: {args.trace}, its last step", schedule, measured=events,
+                bubbles={"measured": html.measured_bubble(events, schedule.num_ranks)},
+                facts=[f"from the trace {args.trace}: replica 0, one row per pipeline rank"]))
+        except (OSError, ConfigError, ScheduleError, ValueError, KeyError) as error:
+            print(f"mpipipe report: error: --html {args.html}: {error}", file=sys.stderr)
+            return 2
     print(json.dumps(summary) if args.json else format_report(summary))
     return 0
 

@@ -149,6 +149,9 @@ def add_parser(commands):
         "matplotlib: the plot extra)")
     add("--compare", action="store_true", help="with --timeline: draw the plan (the "
         "simulator, fed with each stage's measured mean action times) above the measurement")
+    add("--html", metavar="FILE.html", help="write the last step as one self-contained web "
+        "page: its plan and its run per rank, aligned, every idle slot with its cause (opens "
+        "from disk, fetches nothing)")
     add("--trace", metavar="FILE.json", help="save every action of every step as a Chrome "
         "trace (open in ui.perfetto.dev; `mpipipe report FILE.json`)")
     train.set_defaults(func=cmd_train)
@@ -244,7 +247,7 @@ def check_outputs(args, comm):
         needs_matplotlib()
     problem = None
     if comm.Get_rank() == 0:        # only rank 0 writes them
-        for path in filter(None, (args.timeline, args.trace)):
+        for path in filter(None, (args.timeline, args.trace, args.html)):
             try:
                 check_writable(path)
             except ConfigError as error:
@@ -252,6 +255,29 @@ def check_outputs(args, comm):
     problem = comm.bcast(problem, root=0)
     if problem:
         raise ConfigError(problem)
+
+
+def save_html(path, run):
+    """--html: the last step, planned with its own action times and as it ran (rank 0)."""
+    from mpipipe.measure import html
+    from mpipipe.plan.timeline import in_ms
+
+    s = run.summary
+    per_microbatch = [b / n if n else 0 for b, n in zip(s.peak_stash_bytes, s.peak_stash)]
+    title = (f"mpipipe train: {s.schedule}, P={s.pp}, m={s.microbatches}"
+             + (f", V={s.chunks}" if s.chunks > 1 else "") + (f", tp={s.tp}" if s.tp > 1 else "")
+             + (f", dp={s.dp}" if s.dp > 1 else "") + f", step {s.steps}")
+    facts = [f"the last step (step {s.steps}) of replica 0, one row per pipeline rank"
+             + (", tensor rank 0 of each stage" if s.tp > 1 else "")
+             + "; planned: the simulator with this step's measured action times",
+             f"step time {s.step_time_s * 1e3:.2f} ms (median), partition {s.partition}, "
+             f"{'; '.join(s.device)}"]
+    html.write(path, html.page_data(
+        title, run.setup.schedule, planned=run.resimulated.events, measured=in_ms(run.events),
+        bubbles={"textbook": s.bubble_fraction_planned,
+                 "replay": s.bubble_fraction_last_step_replay,
+                 "measured": s.bubble_fraction_last_step},
+        bytes_each=per_microbatch, facts=facts))
 
 
 def save_pictures(args, run):
@@ -263,9 +289,13 @@ def save_pictures(args, run):
         from mpipipe.measure.trace import chrome_trace, save
 
         meta = {k: getattr(s, k) for k in ("schedule", "tp", "pp", "dp", "microbatches", "chunks",
-                                           "recompute", "global_batch", "dtype")}
+                                           "recompute", "global_batch", "dtype", "schedule_file")}
         save(args.trace, chrome_trace(run.records, meta))
         print(f"trace saved in {args.trace} (mpipipe report {args.trace})", flush=True)
+    if args.html:
+        save_html(args.html, run)
+        print(f"web page saved in {args.html} (open it in a browser: every idle slot says "
+              f"what it waited for)", flush=True)
     if args.timeline:
         from mpipipe.measure.plot import draw
 
@@ -282,6 +312,24 @@ def save_pictures(args, run):
         print(f"timeline drawn in {args.timeline}", flush=True)
 
 
+def idle_lines(s):
+    """Where each rank's idle time in the last step went (measure/idle.py), and its
+    longest idle slot: the first place to look for the bubble's cause."""
+    from mpipipe.measure.idle import CAUSES
+
+    lines = []
+    for rank, row in enumerate(s.idle_ms_last_step):
+        parts = [f"{cause} {row[cause]:.2f}" for cause in CAUSES if row[cause] >= 0.005]
+        lines.append(f"  {'idle' if rank == 0 else '':<13} rank {rank}: "
+                     + (", ".join(parts) + " ms" if parts else "none"))
+    slot = s.longest_idle
+    if slot:
+        why = f", waiting for {slot['waited_for']}" if slot["waited_for"] else ""
+        lines.append(f"  {'longest idle':<13} rank {slot['rank']}, {slot['start']:.2f} .. "
+                     f"{slot['end']:.2f} ms: {slot['cause']}{why}")
+    return lines
+
+
 def print_summary(s):
     """The summary block of `mpipipe train` (measure.Summary `s`)."""
     kib = lambda values: " ".join(f"{v / 1024:.0f}" for v in values)    # noqa: E731
@@ -296,8 +344,10 @@ def print_summary(s):
              f"  bubble        {s.bubble_fraction:.3f} measured, "
              f"{s.bubble_fraction_planned:.3f} planned (equal stages, no comm)",
              f"  last step     bubble {s.bubble_fraction_last_step:.3f} measured, "
-             f"{s.bubble_fraction_last_step_planned:.3f} planned with each stage's "
-             f"measured action times",
+             f"{s.bubble_fraction_last_step_planned:.3f} planned with each stage's measured "
+             f"action times, {s.bubble_fraction_last_step_replay:.3f} replayed (each action as "
+             f"long as it took, free messages: the floor)",
+             *idle_lines(s),
              "  messages      " + " ".join(map(str, s.messages_per_step)) + " sends, "
              + kib(s.message_bytes_per_step) + " KiB per step (pipeline, rank 0..)",
              "  comm wait     " + " ".join(f"{w * 1e3:.2f}" for w in s.comm_wait_s)

@@ -12,6 +12,7 @@ gets a column of its own.
 from collections import defaultdict
 
 from mpipipe.plan.timeline import bubble_fraction
+from mpipipe.schedules.actions import Action, Event
 
 
 def summarise(trace):
@@ -65,3 +66,37 @@ def format_report(summary):
                      + (f" {r['tensor_allreduce_ms']:>33.2f}" if tensor else "") + mark)
     lines.append(f"bubble fraction, all ranks: {summary['bubble_fraction']:.3f}")
     return "\n".join(lines)
+
+
+def last_step(trace):
+    """(schedule, events in ms) of a trace's last step: replica 0, one row per pipeline
+    rank (of a stage's tensor shards, the lowest world rank's), times from the step's
+    first action. The schedule is rebuilt from the trace's settings (a built-in one, or
+    the schedule file it names), which the idle slots need to find each message's maker."""
+    from mpipipe.schedules import schedule_from_file, validate, validated_schedule
+
+    meta = trace.get("otherData", {})
+    if meta.get("schedule_file"):
+        schedule = validate(schedule_from_file(meta["schedule_file"]).schedule)
+    else:
+        schedule = validated_schedule(meta["schedule"], meta["pp"], meta["microbatches"],
+                                      meta.get("chunks"))
+    slices = [e for e in trace["traceEvents"] if e.get("ph") == "X"
+              and e["args"].get("replica", 0) == 0]
+    step = max(e["args"]["step"] for e in slices)
+    slices = [e for e in slices if e["args"]["step"] == step]
+    row_of = {}                   # pipeline rank -> the world rank (pid) that stands for it
+    for e in slices:
+        stage_rank = e["args"]["stage_rank"]
+        row_of[stage_rank] = min(row_of.get(stage_rank, e["pid"]), e["pid"])
+    start = min(e["ts"] for e in slices)
+    events = []
+    for e in slices:
+        stage_rank = e["args"]["stage_rank"]
+        if e["pid"] != row_of[stage_rank]:
+            continue
+        action = Action(e["args"]["kind"], e["args"]["microbatch"], e["args"]["chunk"])
+        begin = (e["ts"] - start) / 1e3
+        events.append(Event(stage_rank, action, begin, begin + e["dur"] / 1e3,
+                            e["args"].get("tensor_allreduce_ms", 0.0)))
+    return schedule, events

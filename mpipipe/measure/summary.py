@@ -22,9 +22,10 @@ import numpy as np
 from mpipipe.comm.backend import to_host
 from mpipipe.nn.losses import LOSSES
 from mpipipe.nn.model import build_stage, join_stage_shards
-from mpipipe.plan.simulate import Costs, costs_from_events, simulate
+from mpipipe.plan.simulate import Costs, costs_from_events, replay, simulate
 from mpipipe.plan.timeline import bubble_fraction, in_ms, render
 from mpipipe.schedules.actions import Event
+from .idle import breakdown, idle_slots, longest, slot_dict
 
 
 class StepLog:
@@ -147,6 +148,9 @@ class Summary:
     planned_span_s: float | None = None     # --partition auto: the chosen cut's planned span
     planned_bubble_fraction: float | None = None  # ... and its planned bubble
     schedule_file: str | None = None    # where the schedule came from, if from a file
+    bubble_fraction_last_step_replay: float | None = None  # its own action times, free messages
+    idle_ms_last_step: list = None      # per rank: {cause: ms} of the last step (idle.py)
+    longest_idle: dict = None           # the last step's longest idle slot and its cause
 
     def to_json(self):
         """The summary as a JSON-ready dict: no timeline, no figure that does not apply."""
@@ -249,6 +253,11 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
         ranks_on_node=ranks_on_node, cores=usable_cores(),
         timeline=render(in_ms(events), c.pp, unit="ms"), check=check,
         schedule_file=c.schedule_file)
+    summary.bubble_fraction_last_step_replay = replay(setup.schedule, events).bubble_fraction
+    slots = idle_slots(events, setup.schedule)
+    summary.idle_ms_last_step = [{cause: ms * 1e3 for cause, ms in row.items()}
+                                 for row in breakdown(slots, c.pp)]
+    summary.longest_idle = slot_dict(longest(slots))
     if setup.predicted is not None:
         summary.planned_span_s = setup.predicted.makespan
         summary.planned_bubble_fraction = setup.predicted.bubble_fraction
