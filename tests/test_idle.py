@@ -121,8 +121,7 @@ def idle_from_trace(trace, ranks):
             for r in range(ranks)]
 
 
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved", "zb-h1", "zbv",
-                                      "dualpipev"])
+@pytest.mark.parametrize("schedule", list(GENERATORS))
 def test_on_real_runs_the_causes_add_up_to_the_idle_time_in_the_trace(tmp_path, schedule):
     summary, trace = train(2, "--schedule", schedule, "--steps", "3", "--layers", "8",
                            "--hidden", "32", tmp_path=tmp_path)
