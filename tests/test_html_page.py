@@ -130,6 +130,29 @@ def test_the_browser_draws_every_rank_action_and_idle_slot(trained, tmp_path):
 
 
 @needs_browser
+def test_hovering_an_idle_slot_tells_its_cause_and_points_at_what_it_waited_for(trained,
+                                                                                 tmp_path):
+    """The page hovers each slot itself under #selftest; what it saw must be each slot's
+    cause and producer from the data, the arrow ending on the producer's row."""
+    data = page_data(trained)
+    dom = browser(tmp_path, "--dump-dom", trained.as_uri() + "#selftest")
+    found = re.search(r'<pre id="selftest">(.*?)</pre>', dom, re.S)
+    seen = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&")
+                      .replace("&lt;", "<").replace("&gt;", ">"))
+    waited = [(p["name"], i, s) for p in data["panels"] for i, s in enumerate(p["idle"])
+              if s.get("producer")]
+    assert len(seen) == len(waited) > 0
+    for hovered, (panel, i, slot) in zip(seen, waited):
+        assert (hovered["panel"], hovered["i"]) == (panel, i)
+        assert hovered["shown"] and hovered["visible"]
+        assert hovered["tip"].startswith(f"idle ") and f": {slot['cause']}\n" in hovered["tip"]
+        assert f"waited for {slot['waited_for']}" in hovered["tip"]
+        row = 24                                    # the page's row height
+        assert hovered["arrow"][1] == slot["rank"] * row + row / 2
+        assert hovered["arrow"][3] == slot["producer"]["rank"] * row + row / 2
+
+
+@needs_browser
 def test_a_screenshot_of_the_page_is_not_blank(trained, tmp_path):
     png = tmp_path / "page.png"
     browser(tmp_path, "--window-size=1200,1000", f"--screenshot={png}", trained.as_uri())

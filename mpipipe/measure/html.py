@@ -332,4 +332,26 @@ function tables() {
 
 tables();
 drawAll();
+
+// With #selftest in the address the page hovers every idle slot that waited for a message
+// itself and writes down what a reader would have seen: the tip and the arrow (the browser
+// test reads it, so hovering is tested without a mouse).
+if (location.hash === "#selftest") {
+  const seen = [];
+  document.querySelectorAll("rect.idle").forEach(node => {
+    if (!node.dataset.arrow) return;
+    node.dispatchEvent(new MouseEvent("mouseover", {bubbles: true, clientX: 10, clientY: 10}));
+    const arrow = node.ownerSVGElement.querySelector("line.arrow");
+    seen.push({panel: node.ownerSVGElement.dataset.panel, i: +node.dataset.i,
+               tip: document.getElementById("tip").textContent,
+               shown: document.getElementById("tip").style.display === "block",
+               arrow: ["x1", "y1", "x2", "y2"].map(k => +arrow.getAttribute(k)),
+               visible: arrow.getAttribute("visibility") === "visible"});
+    node.dispatchEvent(new MouseEvent("mouseout", {bubbles: true}));
+  });
+  const out = document.createElement("pre");
+  out.id = "selftest";
+  out.textContent = JSON.stringify(seen);
+  document.body.appendChild(out);
+}
 """
