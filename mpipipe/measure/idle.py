@@ -60,11 +60,18 @@ def idle_slots(events, schedule):
     for e in sorted(events, key=lambda e: (e.rank, e.start)):
         if e.action.is_compute:
             computes.setdefault(e.rank, []).append(e)
+    # (rank, receive kind it feeds, micro-batch, chunk) -> (its index on the rank, event)
+    makers = {(e.rank, recv, e.action.microbatch, e.action.chunk): (i, e)
+              for rank_computes in computes.values() for i, e in enumerate(rank_computes)
+              for recv, kinds in PRODUCES.items() if e.action.kind in kinds}
+    by_rank = {}
+    for e in events:
+        by_rank.setdefault(e.rank, []).append(e)
     slots = []
     for rank in range(schedule.num_ranks):
-        mine = [e for e in events if e.rank == rank]
-        slots += [_with_producer(slot, receive, schedule, computes)
-                  for slot, receive in _slots_of_rank(rank, mine, computes.get(rank, []), span)]
+        slots += [_with_producer(slot, receive, schedule, computes, makers)
+                  for slot, receive in _slots_of_rank(rank, by_rank.get(rank, []),
+                                                      computes.get(rank, []), span)]
     return slots
 
 
@@ -108,7 +115,7 @@ def _slots_of_rank(rank, events, computes, span):
     return [(IdleSlot(rank, start, end, cause), receive) for start, end, cause, receive in slots]
 
 
-def _with_producer(slot, receive, schedule, computes):
+def _with_producer(slot, receive, schedule, computes, makers):
     """A slot spent in `receive`: name the action that made its message, on which rank,
     and how long that action itself waited before it (its own idle gap)."""
     if receive is None:
@@ -116,14 +123,12 @@ def _with_producer(slot, receive, schedule, computes):
     stage = schedule.stage(slot.rank, receive.action.chunk)
     sender = stage - 1 if receive.action.kind == RECV_F else stage + 1
     rank, chunk = schedule.place(sender)
-    made = next((e for e in computes.get(rank, []) if e.action.kind in PRODUCES[receive.action.kind]
-                 and e.action.microbatch == receive.action.microbatch
-                 and e.action.chunk == chunk), None)
-    if made is None:                 # the trace holds no such action: say what was awaited
+    found = makers.get((rank, receive.action.kind, receive.action.microbatch, chunk))
+    if found is None:                # the trace holds no such action: say what was awaited
         return IdleSlot(slot.rank, slot.start, slot.end, slot.cause,
                         f"{receive.action.kind[-1]}{receive.action.microbatch} from stage {sender}")
-    before = [e for e in computes[rank] if e.end <= made.start]
-    waited = made.start - (before[-1].end if before else 0.0)
+    index, made = found
+    waited = made.start - (computes[rank][index - 1].end if index else 0.0)
     return IdleSlot(slot.rank, slot.start, slot.end, slot.cause,
                     f"{made.action.kind}{made.action.microbatch} on rank {rank} (stage {sender})",
                     (rank, made.start, made.end), waited)
