@@ -176,13 +176,12 @@ def web_page(path, trained, name):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     s, run = trained.summary, trained.run
     measured, replayed = trained.measured[-1], trained.replayed[-1]
-    per_microbatch = [b / n if n else 0 for b, n in zip(s.peak_stash_bytes, s.peak_stash)]
     html.write(path, html.page_data(
         f"{name}: the last step, step {s.steps}", run.setup.schedule,
         planned=replayed.events, measured=measured.events,
         bubbles={"textbook": s.bubble_fraction_planned, "replay": replayed.bubble_fraction,
                  "measured": measured.bubble_fraction},
-        bytes_each=per_microbatch,
+        bytes_each=html.bytes_per_microbatch(s),
         facts=["planned: the replay of this step (each action as long as it took, messages "
                "free); measured: the step as it ran", "hover an idle slot for its cause"]))
     slot = s.longest_idle

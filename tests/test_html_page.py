@@ -145,7 +145,7 @@ def test_hovering_an_idle_slot_tells_its_cause_and_points_at_what_it_waited_for(
     for hovered, (panel, i, slot) in zip(seen, waited):
         assert (hovered["panel"], hovered["i"]) == (panel, i)
         assert hovered["shown"] and hovered["visible"]
-        assert hovered["tip"].startswith(f"idle ") and f": {slot['cause']}\n" in hovered["tip"]
+        assert hovered["tip"].startswith("idle ") and f": {slot['cause']}\n" in hovered["tip"]
         assert f"waited for {slot['waited_for']}" in hovered["tip"]
         row = 24                                    # the page's row height
         assert hovered["arrow"][1] == slot["rank"] * row + row / 2

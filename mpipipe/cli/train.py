@@ -263,7 +263,6 @@ def save_html(path, run):
     from mpipipe.plan.timeline import in_ms
 
     s = run.summary
-    per_microbatch = [b / n if n else 0 for b, n in zip(s.peak_stash_bytes, s.peak_stash)]
     title = (f"mpipipe train: {s.schedule}, P={s.pp}, m={s.microbatches}"
              + (f", V={s.chunks}" if s.chunks > 1 else "") + (f", tp={s.tp}" if s.tp > 1 else "")
              + (f", dp={s.dp}" if s.dp > 1 else "") + f", step {s.steps}")
@@ -277,7 +276,7 @@ def save_html(path, run):
         bubbles={"textbook": s.bubble_fraction_planned,
                  "replay": s.bubble_fraction_last_step_replay,
                  "measured": s.bubble_fraction_last_step},
-        bytes_each=per_microbatch, facts=facts))
+        bytes_each=html.bytes_per_microbatch(s), facts=facts))
 
 
 def save_pictures(args, run):

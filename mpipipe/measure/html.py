@@ -63,6 +63,11 @@ def panel(name, events, schedule, bytes_each=None):
             "longest": slot_dict(longest(slots), 1)}
 
 
+def bytes_per_microbatch(summary):
+    """Per rank, one micro-batch's activations: its peak stash bytes over its peak count."""
+    return [b / n if n else 0 for b, n in zip(summary.peak_stash_bytes, summary.peak_stash)]
+
+
 def page_data(title, schedule, planned=None, measured=None, bubbles=None, unit="ms",
               bytes_each=None, facts=None):
     """The page's JSON: `planned` and `measured` are event lists of one step in `unit`

@@ -101,9 +101,7 @@ def block_param_counts(spec):
 def shard_param_count(spec, index, size=1, rank=0):
     """Parameters of tensor shard `rank` of `size` of block `index` (the whole block at
     size 1): what a checkpoint's stage file must hold for it."""
-    if size == 1:
-        return block_param_counts(spec)[index]
-    block = build_block(spec, index, TensorGroup(size, rank))
+    block = build_block(spec, index, None if size == 1 else TensorGroup(size, rank))
     return sum(p.size for leaf in leaf_layers(block) for p in leaf.params.values())
 
 
