@@ -1,6 +1,6 @@
 """`mpipipe sample`: let a trained GPT write, from a checkpoint, in one process.
 
-The checkpoint stores every layer by its index (checkpoint.py), so the whole
+The checkpoint stores every layer by its index (mpipipe/checkpoint/), so the whole
 model can be rebuilt here from the files the pipeline's stages wrote, whatever
 pp, dp and tp they ran with (tensor shards are joined into whole layers). Generation is greedy (temperature 0) or sampled, one
 character at a time, feeding back at most the model's context length.

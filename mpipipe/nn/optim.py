@@ -25,7 +25,7 @@ class SGD:
         self.params -= self.lr * self.velocity
 
     def state(self):
-        """Flat arrays (like the parameters) and scalars; see checkpoint.py."""
+        """Flat arrays (like the parameters) and scalars; see mpipipe/checkpoint/."""
         return {} if self.velocity is None else {"velocity": self.velocity}
 
     def load_state(self, state):
