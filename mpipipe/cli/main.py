@@ -167,7 +167,8 @@ def cmd_simulate(args):
     from mpipipe.measure.plot import check_writable, needs_matplotlib
     from mpipipe.plan.simulate import Costs, simulate, steady_state, tensor_or_pipeline
     from mpipipe.plan.timeline import render
-    from mpipipe.schedules import BUBBLE_FORMULAS, schedule_from_file, validate, validated_schedule
+    from mpipipe.schedules import (BUBBLE_FORMULAS, PEAK_MEMORY_FORMULAS, schedule_from_file, validate,
+                                   validated_schedule)
 
     found = None
     try:
@@ -199,6 +200,8 @@ def cmd_simulate(args):
              and not costs.stage_factors)
     textbook = formula(P, m, V, costs) if formula and plain else None
     ideal = max(timeline.busy)       # the busiest rank's work, with no waiting at all
+    peak_formula = None if found or m < P else PEAK_MEMORY_FORMULAS.get(name)
+    paper_peak = peak_formula(P) if peak_formula else None
     summary = {"schedule": name, "stages": P, "chunks": V, "microbatches": m,
                "costs": {"F": costs.F, "B": costs.B, "W": costs.W,
                          "BW": costs.of("BW") - costs.tp_comm, "comm": costs.comm,
@@ -207,7 +210,9 @@ def cmd_simulate(args):
                "bubble_per_rank": timeline.makespan - ideal,
                "bubble_fraction_formula": textbook,
                "steady_state_step": steady_time, "steady_state_bubble_fraction": steady_bubble,
-               "peak_stash": timeline.peak_stash}
+               "peak_stash": timeline.peak_stash,
+               "peak_memory_microbatches": max(timeline.peak_stash, default=0) / V,
+               "peak_memory_formula": paper_peak}
     versus = tensor_or_pipeline(schedule, costs) if args.versus_tp else None
     if versus:
         summary["versus_tp"] = {"pipeline_step": versus.pipeline.makespan,
@@ -252,6 +257,11 @@ def cmd_simulate(args):
           f"(steps back to back, no flush)")
     print(f"peak stash       {' '.join(map(str, timeline.peak_stash))} "
           f"{'chunk-' if V > 1 else ''}micro-batches (rank 0..{P - 1})")
+    peak = max(timeline.peak_stash, default=0) / V
+    line = f"peak memory      {peak:g} micro-batches' activations, fullest rank"
+    if paper_peak is not None:
+        line += f"  (paper: {paper_peak:g})"
+    print(line)
     if versus:
         print_versus(versus, costs)
     if args.actions:

@@ -12,7 +12,8 @@ with several chunks per rank say how many by default in DEFAULT_CHUNKS.
 """
 
 from mpipipe.errors import ConfigError
-from . import dualpipev, gpipe, interleaved, looped_bfs, naive, one_f_one_b, zb_h1, zb_h2, zbv
+from . import (dualpipev, gpipe, interleaved, looped_bfs, naive, one_f_one_b, v_half, v_min, zb_h1,
+               zb_h2, zbv)
 from .actions import Action, Schedule
 from .lower import lower
 from .pytorch_csv import write_schedule_file
@@ -29,6 +30,8 @@ GENERATORS = {
     "zb-h1": zb_h1,
     "zb-h2": zb_h2,
     "zbv": zbv,
+    "v-half": v_half,
+    "v-min": v_min,
     "dualpipev": dualpipev,
 }
 
@@ -70,6 +73,17 @@ def _dualpipev(P, m, V, c):
     return bubble / (m * (c.F + c.B + c.W) + bubble)
 
 
+def _v_shape(idle_in_chunk_passes):
+    """A V schedule's bubble (v_min.py, v_half.py): with F = B = W and m >= P each rank
+    idles for a number of chunk passes (half a rank's F each) in one flushed step."""
+    def fraction(P, m, V, c):
+        if m < P or not c.F == c.B == c.W or (c.BW is not None and c.BW != c.B + c.W):
+            return None
+        idle = idle_in_chunk_passes(P) * c.F / 2
+        return idle / (m * (c.F + c.B + c.W) + idle)
+    return fraction
+
+
 # The bubble fraction of one flushed step the literature gives, for equal stage
 # costs and free messages. Costs are a rank's share: a chunk costs 1/V of it.
 BUBBLE_FORMULAS = {
@@ -80,6 +94,20 @@ BUBBLE_FORMULAS = {
     "looped-bfs": lambda P, m, V, c: (P - 1) / (V * m + P - 1),
     "zb-h1": _zb_h1,
     "dualpipev": _dualpipev,
+    "v-min": _v_shape(lambda P: 4 * P - 5 + (2 if P % 3 == 0 else 0)),
+    "v-half": _v_shape(lambda P: (7 * P - 7 + (3 if P % 2 == 0 else 0)) / 2),
+}
+
+# The most micro-batches' activations a rank holds at once, as the papers count
+# them: a whole stage's worth each (a chunk-micro-batch of a V is half of one).
+# Valid for m >= P, when the steady state is reached.
+PEAK_MEMORY_FORMULAS = {
+    "1f1b": lambda P: P,
+    "zb-h1": lambda P: P,
+    "zb-h2": lambda P: 2 * P - 1,
+    "zbv": lambda P: P,
+    "v-half": lambda P: (P + 2) // 2,
+    "v-min": lambda P: (P + 4) // 3,
 }
 
 
@@ -105,6 +133,6 @@ def validated_schedule(name, num_ranks, num_microbatches, chunks=None):
     return validate(make_schedule(name, num_ranks, num_microbatches, chunks))
 
 
-__all__ = ["Action", "Schedule", "GENERATORS", "BUBBLE_FORMULAS", "default_chunks",
+__all__ = ["Action", "Schedule", "GENERATORS", "BUBBLE_FORMULAS", "PEAK_MEMORY_FORMULAS", "default_chunks",
            "make_schedule", "lower", "validate", "validated_schedule", "read_schedule_file",
            "schedule_from_file", "write_schedule_file"]

@@ -33,6 +33,8 @@ SETTINGS = {
     "zb-h2": dict(optimizer="sgd", data="spiral", activation="relu"),
     "zbv": dict(optimizer="sgd", data="teacher", layernorm=True, partition="params"),
     "dualpipev": dict(optimizer="adam", data="spiral", activation="relu"),
+    "v-half": dict(optimizer="sgd", data="spiral", layernorm=True),
+    "v-min": dict(optimizer="adam", data="teacher", partition="params"),
 }
 
 
