@@ -68,6 +68,7 @@ class TrainConfig:
     tp: int = 1                     # tensor-parallel ranks per stage (gpt only)
     schedule: str = "1f1b"
     schedule_file: str | None = None  # a schedule in PyTorch's CSV format, used instead of `schedule`
+    memory_budget: int | None = None  # micro-batches' stash per rank: pick the shortest schedule that fits
     microbatches: int | None = None  # default_microbatches(schedule)
     chunks: int | None = None       # chunks per rank: the schedule's own (default_chunks)
     recompute: bool = False         # keep only each stage's input; recompute before backward
@@ -166,6 +167,11 @@ def with_defaults(config, world_size):
         c.chunks = c.chunks or file_chunks
     if c.microbatches is None:
         c.microbatches = default_microbatches(c.schedule)
+    if c.memory_budget is not None:         # the zero-bubble family's shortest that fits
+        from .plan.memory_budget import pick_schedule
+
+        c.schedule = pick_schedule(c.pp, c.microbatches, c.memory_budget)
+        c.chunks = None
     if c.chunks is None and c.schedule in GENERATORS:
         c.chunks = default_chunks(c.schedule)
     if c.lr is None and c.optimizer in DEFAULT_LR:

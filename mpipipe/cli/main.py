@@ -57,6 +57,9 @@ def build_parser():
     sim.add_argument("--schedule-file", metavar="FILE.csv", help="plan the schedule in this "
                      "file instead, in PyTorch's CSV format (compute only, or compute + comms); "
                      "ranks, micro-batches and placement come from the file")
+    sim.add_argument("--memory-budget", type=positive_int, metavar="N", help="instead of "
+                     "--schedule: the shortest (under --costs) of zb-h2, zbv, zb-h1, v-half, "
+                     "v-min whose stash fits N micro-batches' activations per rank")
     sim.add_argument("--stages", type=positive_int, help="pipeline ranks P (default 4)")
     sim.add_argument("--microbatches", type=positive_int, help="micro-batches m (default "
                      f"{default_microbatches('1f1b')}; {default_microbatches('naive')} for naive)")
@@ -165,6 +168,7 @@ def cmd_simulate(args):
     from mpipipe.config import default_microbatches
     from mpipipe.errors import ConfigError, ScheduleError
     from mpipipe.measure.plot import check_writable, needs_matplotlib
+    from mpipipe.plan.memory_budget import pick_schedule
     from mpipipe.plan.simulate import Costs, simulate, steady_state, tensor_or_pipeline
     from mpipipe.plan.timeline import render
     from mpipipe.schedules import (BUBBLE_FORMULAS, PEAK_MEMORY_FORMULAS, schedule_from_file, validate,
@@ -178,6 +182,13 @@ def cmd_simulate(args):
             found = schedule_from_file(args.schedule_file, args.stages, args.microbatches,
                                        args.chunks)
             schedule = validate(found.schedule)
+        elif args.memory_budget is not None:
+            if args.schedule or args.chunks:
+                raise ConfigError("--memory-budget picks the schedule and its chunks itself: "
+                                  "give it or --schedule/--chunks, not both")
+            m = args.microbatches or default_microbatches("zbv")
+            name = pick_schedule(args.stages or 4, m, args.memory_budget, Costs.parse(args.costs))
+            schedule = validated_schedule(name, args.stages or 4, m)
         else:
             m = args.microbatches or default_microbatches(args.schedule or "1f1b")
             schedule = validated_schedule(args.schedule or "1f1b", args.stages or 4, m,

@@ -66,6 +66,9 @@ def add_parser(commands):
     add("--schedule-file", metavar="FILE.csv", help="run the schedule in this file instead, in "
         "PyTorch's CSV format (compute only or compute + comms; `mpipipe export` writes one); "
         "micro-batches and chunks default to the file's")
+    add("--memory-budget", type=int, metavar="N", help="instead of --schedule: the shortest of "
+        "zb-h2, zbv, zb-h1, v-half and v-min whose stash fits N micro-batches' activations per "
+        "rank (a whole stage's each; planned with equal F, B, W); exit 2 if none fits")
     add("--microbatches", type=int, help="micro-batches per replica and step (default "
         f"{config.default_microbatches('1f1b')}; {config.default_microbatches('naive')} for naive)")
     add("--chunks", "--virtual-stages", dest="chunks", type=int, help="chunks (virtual stages) "
@@ -180,6 +183,9 @@ def cmd_train(args):
     try:
         if args.schedule and args.schedule_file:
             raise ConfigError("give --schedule or --schedule-file, not both")
+        if args.memory_budget is not None and (args.schedule or args.schedule_file or args.chunks):
+            raise ConfigError("--memory-budget picks the schedule and its chunks itself: give it "
+                              "or --schedule/--schedule-file/--chunks, not both")
         check_launcher(comm.Get_size())
         check_outputs(args, comm)
         resolved = config.with_defaults(settings, comm.Get_size())   # for the progress bar
