@@ -331,6 +331,53 @@ PLANTED.update({
            "on every rank"),
 })
 
+GOLF = """
+    from mpipipe.schedules.actions import Action
+
+    def golf_actions(P, m):
+        ranks = []
+        for r in range(P):
+            w = {warmup}
+            actions = [Action("F", i) for i in range(w)]
+            next_w = 0
+            for i in range(m):
+                if w + i < m:
+                    actions.append(Action("F", w + i))
+                actions.append(Action("B", i))
+                if i >= {held_back}:
+                    actions.append(Action("W", next_w))
+                    next_w += 1
+            actions += [Action("W", i) for i in range(next_w, m){lost}]
+            ranks.append(actions)
+        return ranks
+"""
+
+
+def golf(warmup="min(P - 1 - r, m)", held_back="r", lost=""):
+    return GOLF.format(warmup=warmup, held_back=held_back, lost=lost)
+
+
+PLANTED.update({
+    "golf with 1F1B's order": ("ex11_schedule_golf.py", ONE_F_ONE_B_WITH_WARMUP.format(
+        warmup="min(P - 1 - r, m)").replace("one_f_one_b_actions", "golf_actions"), 4,
+        "makespan 33, 22% above the lower bound 27 = m(F+B+W) + (P-1)F; this band needs at "
+        "most 10% above it"),
+    "golf without held-back W's": ("ex11_schedule_golf.py", golf(held_back="0"), 4,
+                                   "makespan 30, 11% above the lower bound 27"),
+    "golf holding back one W": ("ex11_schedule_golf.py", golf(held_back="min(r, 1)"), 5,
+                                "makespan 29, 7% above the lower bound 27 = m(F+B+W) + (P-1)F; "
+                                "this band needs at most 2% above it"),
+    "golf deadlocks": ("ex11_schedule_golf.py", golf(warmup="0 if r == 0 else min(P - 1 - r, m)"),
+                       0, "your schedule does not run: the schedule deadlocks"),
+    "golf over the budget": ("ex11_schedule_golf.py", golf(warmup="m"), 2,
+                             "rank 0 holds 8 micro-batches' activations at once (from F to W or "
+                             "BW), the budget is 4"),
+    "golf loses a W": ("ex11_schedule_golf.py", golf(lost=" if not (r == 2 and i == 7)"), 0,
+                       "no complete backward of micro-batch 7 (BW7, or B7 and W7)\nevery B "
+                       "needs its W"),
+})
+
+
 def plant(folder, name):
     """Write the planted mistake `name` into folder, over the file it replaces."""
     file, code, _, _ = PLANTED[name]
@@ -351,3 +398,23 @@ def test_a_planted_mistake_gets_its_feedback(tmp_path, name):
     assert sum(step.points for step in result.steps[:failed]) == points
     assert result.steps[failed].message == result.feedback
     assert all(result.steps[failed].step in step.message for step in result.steps[failed + 1:])
+
+
+def test_golf_takes_a_schedule_file(tmp_path):
+    """A PyTorch-format CSV beside the exercise, named by golf_actions, is graded the same."""
+    from mpipipe.schedules import make_schedule, write_schedule_file
+
+    write_schedule_file(make_schedule("zb-h1", 4, 8), tmp_path / "mine.csv")
+    (tmp_path / "ex11_schedule_golf.py").write_text("def golf_actions(P, m):\n    return 'mine.csv'\n")
+    [result] = grade(tmp_path, ["ex11"])
+    assert (result.points, result.feedback) == (6, "")
+
+
+def test_golf_loses_the_mpi_point_when_the_real_run_fails(tmp_path, monkeypatch):
+    from mpipipe.course import golf_checks
+
+    monkeypatch.setattr(golf_checks, "mpiexec_command", lambda ranks: ["false"])
+    (tmp_path / "ex11_schedule_golf.py").write_text(textwrap.dedent(golf()))
+    [result] = grade(tmp_path, ["ex11"])
+    assert result.points == 3
+    assert "--check ended with status 1" in result.feedback

@@ -10,5 +10,6 @@
     interleaved_checks.py   exercise 8, the interleaved placement and warm-up
     zero_bubble_checks.py   exercise 9, ZB-H1's weight gradients
     tensor_checks.py        exercise 10, f and g in a tensor-parallel MLP (ranks as threads)
+    golf_checks.py          exercise 11, schedule golf: a schedule of your own, scored
     pytest_plugin.py        a test per step under pytest, points in the report and JUnit XML
 """

@@ -8,6 +8,7 @@ each step is a check from the modules beside this one. `mpipipe grade`
 from pathlib import Path
 
 from .base import TIME_LIMIT, NotAnExercisesFolder
+from .golf_checks import MPI_SECONDS, fits_the_budget, is_valid, runs_under_mpi, within
 from .interleaved_checks import holds_the_right_stages, warmup_in_order, warmup_length
 from .recompute_checks import pays_one_more_forward, stash_with_recompute, stash_without_recompute
 from .schedule_checks import (bubble_matches_the_simulator, colours_group,
@@ -56,6 +57,12 @@ EXERCISES = [
         Step("forward_sums_once", 2, forward_sums_once),
         Step("backward_on_one_rank", 1, backward_on_one_rank),
         Step("backward_sums_once", 2, backward_sums_once)]),
+    Exercise("ex11_schedule_golf", [
+        Step("is_valid", 2, is_valid),
+        Step("fits_the_budget", 1, fits_the_budget),
+        Step("runs_under_mpi", 1, runs_under_mpi),
+        Step("within_10_percent", 1, within(0.10)),
+        Step("within_2_percent", 1, within(0.02))], grader_seconds=MPI_SECONDS),
 ]
 BY_NAME = {exercise.name: exercise for exercise in EXERCISES}
 
