@@ -268,8 +268,7 @@ def cmd_simulate(args):
           f"(steps back to back, no flush)")
     print(f"peak stash       {' '.join(map(str, timeline.peak_stash))} "
           f"{'chunk-' if V > 1 else ''}micro-batches (rank 0..{P - 1})")
-    peak = max(timeline.peak_stash, default=0) / V
-    line = f"peak memory      {peak:g} micro-batches' activations, fullest rank"
+    line = f"peak memory      {summary['peak_memory_microbatches']:g} micro-batches' activations, fullest rank"
     if paper_peak is not None:
         line += f"  (paper: {paper_peak:g})"
     print(line)
