@@ -164,7 +164,7 @@ def test_old_checkpoints_are_pruned(tmp_path):
     (["--dp", "3"], "cannot"),
     (["--schedule", "interleaved", "--virtual-stages", "4", "--layers", "3"],
      "pipeline stages but the model has only 3 layers"),
-    (["--virtual-stages", "2"], "--virtual-stages 2 needs interleaved, looped-bfs, zbv or dualpipev"),
+    (["--virtual-stages", "2"], "--virtual-stages 2 needs interleaved, looped-bfs, zbv, v-half, v-min or dualpipev"),
     (["--schedule-file", "no-such-file.csv"], "cannot read the schedule file no-such-file.csv"),
 ])
 def test_bad_input_on_one_and_four_ranks(ranks, args, message):
