@@ -66,13 +66,14 @@ export MPIPIPE_VENV MPIPIPE_STEPS=$STEPS MPIPIPE_TRAIN_ARGS="--hidden 16" MPIPIP
 # The mpich wheel's MPI speaks PMI-2 (srun --mpi=pmix does not start it); the
 # GPU scripts default to pmix, as GPU sites' MPIs mostly do.
 export MPIPIPE_SRUN_MPI=pmi2
-# The CI cluster's two "nodes" are one host. Between them the mpich wheel's
-# UCX offers its shared-memory transports too, which makes each rank's address
-# long enough that MPICH splits it over several PMI-2 messages; Slurm's PMI-2
-# server has been seen to misread those ("mpi/pmi2: value not properly
-# terminated") and MPI_Init fails at random. TCP alone keeps the address short
-# and is what a real two-node job would use anyway. See slurm/README.md.
-export UCX_TLS=${UCX_TLS:-tcp,self}
+# The mpich wheel's UCX network module fails MPI_Init here under srun
+# --mpi=pmi2 whenever the environment is a little different (one more variable
+# is enough; pytest adds some): Slurm's PMI-2 server gets requests holding
+# stray bytes of the ranks' memory ("mpi/pmi2: value not properly terminated",
+# "full request is: ..."), and the two-node GPU and tensor-parallel jobs die
+# every time. Its libfabric module (OFI) starts under the same conditions every
+# time. See slurm/README.md.
+export MPIR_CVAR_CH4_NETMOD=${MPIR_CVAR_CH4_NETMOD:-ofi}
 unset MPIPIPE_PP MPIPIPE_DP MPIPIPE_CHECKPOINT_DIR MPIPIPE_CHECKPOINT_EVERY MPIPIPE_FAULT MPIPIPE_DEVICE_ARGS
 
 # A fresh jobs folder: the outputs and checkpoints of an earlier run must not
