@@ -189,3 +189,33 @@ def web_page(path, trained, name):
     return (f"web page: {os.path.relpath(path)} (open it in a browser: every idle slot says why)"
             + (f"\n  its longest idle slot: rank {slot['rank']}, {slot['end'] - slot['start']:.2f} "
                f"ms, {slot['cause']}{why}" if slot else ""))
+
+
+def memory_against_bubble(path, planned, planned_title, measured, measured_title):
+    """One dot per schedule (name, bubble, memory), planned and measured side by side:
+    where each sits in the trade-off. Returns the line that says where the picture is."""
+    try:
+        import matplotlib
+    except ImportError:
+        return "no picture: matplotlib is missing (.venv/bin/pip install -e '.[plot]')"
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4))
+    for axes, points, title in ((panels[0], planned, planned_title),
+                                (panels[1], measured, measured_title)):
+        for i, (name, bubble, memory) in enumerate(points):   # labels alternate up and down
+            axes.scatter(bubble, memory, color="tab:blue")
+            axes.annotate(name, (bubble, memory), textcoords="offset points",
+                          xytext=(6, 4 if i % 2 == 0 else -14))
+        axes.set_xlabel("bubble of one step")
+        axes.set_ylabel("activations held, fullest rank (micro-batches)")
+        axes.set_title(title)
+        axes.set_ylim(bottom=0, top=1.15 * max(p[2] for p in points))
+        axes.set_xlim(left=0, right=1.25 * max(p[1] for p in points))
+    figure.suptitle("memory against bubble")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return f"picture: {os.path.relpath(path)} (each schedule: its bubble across, its memory up;\n  planned on the left, this run's measured median on the right)"

@@ -193,6 +193,18 @@ def expect_07(figures, P):
     for rank in range(P):
         assert stash["1f1b", rank] == P - rank
         assert stash["zb-h1", rank] == P      # every rank keeps a micro-batch until its W
+    # V-Half, V-Min: half-size chunks; the fullest rank holds (P+2)//2 and (P+4)//3 stages'
+    assert stash["v-half", "fullest"] == 2 * ((P + 2) // 2)
+    assert stash["v-min", "fullest"] == 2 * ((P + 4) // 3)
+    # The planned trade-off at P = 8, m = 32: memory as the paper states it, and the bubble
+    # of one flushed step from each rank's idle time with F = B = W = 1 (3m of work).
+    planned = {(f["label"]["schedule"], f["label"]["what"]): f["measured"]
+               for f in of(figures, "formula")}
+    assert {name: planned[name, "memory"] for name in ("1f1b", "zb-h1", "zb-h2", "zbv", "v-half",
+                                                       "v-min")} == \
+        {"1f1b": 8, "zb-h1": 8, "zb-h2": 15, "zbv": 8, "v-half": 5, "v-min": 4}
+    for name, idle in (("1f1b", 21), ("zb-h1", 7), ("v-half", 13), ("v-min", 13.5)):
+        assert planned[name, "bubble"] == pytest.approx(idle / (96 + idle))
 
 
 def expect_08(figures, P):
