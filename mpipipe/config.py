@@ -19,9 +19,10 @@ from mpipipe.comm.transport import TRANSPORTS
 from mpipipe.nn import data as datasets
 from mpipipe.nn.model import ACTIVATIONS as ACTIVATION_LAYERS, ModelSpec, block_param_counts
 from mpipipe.plan.partition import block_ranges, make_partition
+from mpipipe.plan.simulate import Costs, validated_plan
 from mpipipe.schedules.schedule_file import file_shape
 from .errors import ConfigError
-from .schedules import GENERATORS, default_chunks, schedule_from_file, validate, validated_schedule
+from .schedules import GENERATORS, default_chunks, make_schedule, schedule_from_file
 
 # The choices of every setting that has a fixed set of them (argparse shows these).
 SCHEDULES = tuple(GENERATORS)
@@ -133,6 +134,7 @@ class Setup:
     shapes: list           # shapes[s]: per-sample activation shape entering stage s; [-1]: output
     loss_denominator: int  # samples (x tokens) in a global batch: the loss is their mean
     predicted: object = None   # --partition auto: the planned timeline of the chosen cut
+    planned: object = None     # the schedule's planned figures (equal stages, free messages)
 
     def banner(self):
         """The first line of a run: what is split how."""
@@ -223,7 +225,7 @@ def prepare(config, world_size):
         raise ConfigError(f"--hidden {c.hidden} does not split into --heads {c.heads}")
     _check_tensor_parallel(c)
     spec = _model_spec(c, dataset)
-    schedule = _schedule(c)
+    schedule, planned = _schedule(c)
     stages = schedule.num_stages
     if c.model == "gpt" and stages > spec.num_blocks:   # the embedding and the head are blocks too
         raise ConfigError(
@@ -238,7 +240,7 @@ def prepare(config, world_size):
     shapes = [spec.boundary_shape(r.start) for r in blocks] + [spec.boundary_shape(spec.num_blocks)]
     return Setup(c, spec, dataset, partition, blocks, schedule,
                  c.global_batch // (c.microbatches * c.dp), shapes,
-                 c.global_batch * dataset.tokens)
+                 c.global_batch * dataset.tokens, planned=planned)
 
 
 def _check_tensor_parallel(c):
@@ -261,14 +263,16 @@ def _check_tensor_parallel(c):
 
 
 def _schedule(c):
-    """The lowered, validated schedule: generated, or read from --schedule-file (its ranks,
-    micro-batches and chunks checked against the run's, and what was read kept in its notes)."""
+    """(The lowered, validated schedule, its planned figures): generated, or read from
+    --schedule-file (its ranks, micro-batches and chunks checked against the run's, and
+    what was read kept in its notes). One walk proves and plans it (validated_plan)."""
+    costs = Costs(recompute=c.recompute)
     if c.schedule_file is None:
-        return validated_schedule(c.schedule, c.pp, c.microbatches, c.chunks)
+        return validated_plan(make_schedule(c.schedule, c.pp, c.microbatches, c.chunks), costs)
     found = schedule_from_file(c.schedule_file, c.pp, c.microbatches, c.chunks)
-    schedule = validate(found.schedule)
+    schedule, planned = validated_plan(found.schedule, costs)
     schedule.notes["described"] = found.describe()
-    return schedule
+    return schedule, planned
 
 
 def _model_spec(c, dataset):

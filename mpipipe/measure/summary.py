@@ -226,7 +226,8 @@ def summarise(setup, reports, log, first_step, events, resimulated, weights, che
     bubbles = [bubble_fraction(sum(r.busy[step] for r in reports), len(reports), span)
                for step, span in enumerate(spans)]
     replica0 = sorted((r for r in reports if r.dp_index == 0), key=lambda r: r.world_rank)
-    planned = simulate(setup.schedule, Costs(recompute=c.recompute))
+    planned = setup.planned or simulate(setup.schedule, Costs(recompute=c.recompute),
+                                        keep_events=False)
     summary = Summary(
         schedule=setup.schedule.name, pp=c.pp, dp=c.dp, microbatches=c.microbatches, chunks=c.chunks,
         recompute=c.recompute, microbatch_size=setup.microbatch_size,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from mpipipe.schedules.actions import (B, BACKWARD_INPUT, BW, COMPUTE, F, RECOMPUTE, STASH_RELEASE, W,
                                 Schedule)
 from mpipipe.schedules.lower import lower
+from mpipipe.schedules.validate import checked_and_lowered
 from mpipipe.schedules.walk import walk as schedules_walk
 from .timeline import Timeline, bubble_fraction
 
@@ -79,18 +80,29 @@ class Costs:
         return cls(**values)
 
 
-def walk(schedule, costs=Costs()):
-    """The timeline of a lowered schedule under `costs`; ScheduleError if it cannot finish."""
+def walk(schedule, costs=Costs(), keep_events=True):
+    """The timeline of a lowered schedule under `costs`; ScheduleError if it cannot finish.
+    Without `keep_events` it holds the figures only (makespan, busy, peak stash), no events:
+    half the time and none of the memory at scale, for a caller that draws nothing."""
     cost = {(kind, stage): costs.of(kind, schedule.chunks, stage)
             for kind in COMPUTE for stage in range(schedule.num_stages)}
-    events, clock, busy = schedules_walk(schedule, cost, costs.comm)
+    events, clock, busy = schedules_walk(schedule, cost, costs.comm, keep_events=keep_events)
     return Timeline(schedule.num_ranks, events, max(clock, default=0.0), busy,
                     peak_stash(schedule))
 
 
-def simulate(schedule, costs=Costs()):
+def simulate(schedule, costs=Costs(), keep_events=True):
     """The planned timeline of one step of a schedule (lowered here if it is not yet)."""
-    return walk(lower(schedule), costs)
+    return walk(lower(schedule), costs, keep_events)
+
+
+def validated_plan(schedule, costs=Costs()):
+    """Prove a schedule runs and plan it, in one walk: (lowered schedule, its Timeline
+    of figures, no events). validate() walks a schedule once to prove that no rank
+    waits forever; the walk that times it under `costs` proves exactly that too (the
+    same walk, walk.py), so mpipipe train, which needs both, walks once."""
+    lowered = checked_and_lowered(schedule)
+    return lowered, walk(lowered, costs, keep_events=False)
 
 
 def costs_from_events(events, chunks=1, recompute=False, schedule=None):

@@ -35,75 +35,91 @@ def schedule_greedily(name, num_ranks, num_microbatches, stage_map, memory_limit
     chunks = len(stage_map[0])
     last = P * chunks - 1
     clock = [0.0] * P
-    forward_done, backward_done = {}, {}          # (mb, stage) -> finish time
-    next_forward = {s: 0 for r in range(P) for s in stage_map[r]}
-    next_backward = dict(next_forward)
+    # When micro-batch mb's F and B of a stage finished: [stage][mb], None until then
+    # (lists indexed by number, not dicts keyed by pairs: this loop runs 3 m V P times).
+    forward_done = [[None] * m for _ in range(last + 1)]
+    backward_done = [[None] * m for _ in range(last + 1)]
+    next_forward = [0] * (last + 1)               # per stage: the next micro-batch to run
+    next_backward = [0] * (last + 1)
     waiting_w = [deque() for _ in range(P)]       # (chunk, mb) whose W is still to do
     in_flight = [0] * P
     remaining = [3 * m * chunks] * P
     left = sum(remaining)
     programs = [[] for _ in range(P)]
+    # Each rank's stages, most urgent first where micro-batches tie: the deeper stage
+    # first when `deep_first`, else the shallower.
+    served = [sorted(enumerate(stages), key=lambda cs: -cs[1] if deep_first else cs[1])
+              for stages in stage_map]
     # The free rank whose clock is earliest goes next (ties: the lower rank): a heap
     # of (clock, rank). A rank with nothing to do until another rank acts is parked
     # in `stuck` and comes back when any rank makes progress.
     free, stuck = [(0.0, r) for r in range(P)], []
+    # Every rank's actions, made before the play-out, rank by rank: the play-out
+    # interleaves the ranks, and Actions made in its order would lie scattered in
+    # memory, which slows every later pass over a rank's list (bookkeeping, lowering,
+    # walks) by a third at scale. tuple.__new__: without Action's Python-level __new__.
+    new = tuple.__new__
+    made = [{kind: [[new(Action, (kind, mb, chunk, None, False)) for mb in range(m)]
+                    for chunk in range(chunks)] for kind in (F, B, W)} for _ in range(P)]
+    pop, push, never = heapq.heappop, heapq.heappush, math.inf     # looked up once
     while left:
         if not free:
             rank = min(stuck, key=lambda r: (clock[r], r))
             raise ConfigError(f"{name}: no rank can proceed: the memory limit "
                               f"{memory_limits[rank]} is too small for this pipeline")
-        now, rank = heapq.heappop(free)
+        now, rank = pop(free)
         # The most urgent backward and forward ready now (lowest micro-batch, then the
         # stage order), and the earliest time one that is not ready yet will be.
         backward = forward = None
-        later = math.inf
-        for chunk, stage in enumerate(stage_map[rank]):
-            order = -stage if deep_first else stage
+        later = never
+        may_start = in_flight[rank] < memory_limits[rank]
+        for chunk, stage in served[rank]:
             mb = next_backward[stage]
-            if mb < m and (mb, stage) in forward_done:
-                ready = forward_done[mb, stage] if stage == last else backward_done.get((mb, stage + 1))
+            if mb < m and forward_done[stage][mb] is not None:
+                ready = forward_done[stage][mb] if stage == last else backward_done[stage + 1][mb]
                 if ready is not None:
                     if ready > now:
                         later = ready if ready < later else later
-                    elif backward is None or (mb, order) < backward[:2]:
-                        backward = (mb, order, chunk, stage)
+                    elif backward is None or mb < backward[0]:
+                        backward = (mb, chunk, stage)
             mb = next_forward[stage]
-            if mb < m and in_flight[rank] < memory_limits[rank]:
-                ready = 0.0 if stage == 0 else forward_done.get((mb, stage - 1))
+            if mb < m and may_start:
+                ready = 0.0 if stage == 0 else forward_done[stage - 1][mb]
                 if ready is not None:
                     if ready > now:
                         later = ready if ready < later else later
-                    elif forward is None or (mb, order) < forward[:2]:
-                        forward = (mb, order, chunk, stage)
+                    elif forward is None or mb < forward[0]:
+                        forward = (mb, chunk, stage)
         if backward:
-            kind, (mb, _, chunk, stage) = B, backward
+            kind, (mb, chunk, stage) = B, backward
         elif forward:
-            kind, (mb, _, chunk, stage) = F, forward
+            kind, (mb, chunk, stage) = F, forward
         elif waiting_w[rank]:
             kind, (chunk, mb) = W, waiting_w[rank].popleft()
             stage = stage_map[rank][chunk]
         else:
-            if later < math.inf:
+            if later < never:
                 clock[rank] = later
-                heapq.heappush(free, (later, rank))
+                push(free, (later, rank))
             else:
                 stuck.append(rank)
             continue
-        for parked in stuck:
-            heapq.heappush(free, (clock[parked], parked))
-        stuck = []
+        if stuck:
+            for parked in stuck:
+                push(free, (clock[parked], parked))
+            stuck.clear()
         clock[rank] = now + 1.0
         remaining[rank] -= 1
         left -= 1
         if remaining[rank]:
-            heapq.heappush(free, (clock[rank], rank))
-        programs[rank].append(Action(kind, mb, chunk))
+            push(free, (clock[rank], rank))
+        programs[rank].append(made[rank][kind][chunk][mb])
         if kind == F:
-            forward_done[mb, stage] = clock[rank]
+            forward_done[stage][mb] = clock[rank]
             next_forward[stage] += 1
             in_flight[rank] += 1
         elif kind == B:
-            backward_done[mb, stage] = clock[rank]
+            backward_done[stage][mb] = clock[rank]
             next_backward[stage] += 1
             waiting_w[rank].append((chunk, mb))
         else:
