@@ -1,4 +1,4 @@
-"""How long planning takes at scale: generate, validate (which lowers and walks), plan.
+"""How long planning takes at scale: generate, check, lower, and one walk that proves and plans.
 
     python benchmarks/planner.py [--stages 64] [--microbatches 1024] [--rounds 3] [--json FILE]
 
