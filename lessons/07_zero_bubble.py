@@ -94,7 +94,8 @@ def main():
         say(f"{P} ranks, m = {M}:", *lines,
             "textbook: one flushed step simulated with F = B = W and free messages; steady: "
             "steps back", "to back (only ZB-H2 reaches 0); stash: micro-batches (zbv, "
-            "dualpipev, v-half, v-min: half-size", "chunks)", "held at the peak, per rank; KiB: their activations.",
+            "dualpipev, v-half, v-min: half-size", "chunks) held at the peak, per rank; KiB: "
+            "their activations.",
             "", f"the split, measured in zb-h1: F {zb.action_ms('F'):.2f} ms, B "
             f"{zb.action_ms('B'):.2f} ms, W {zb.action_ms('W'):.2f} ms an action "
             f"(1f1b's fused BW {base.action_ms('BW'):.2f} ms: B + W is "
