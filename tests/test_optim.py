@@ -43,3 +43,35 @@ def test_adam_matches_the_scalar_recurrence():
         v = 0.9 * v + 0.1 * g * g
         x -= 0.1 * (m / (1 - 0.8**t)) / (math.sqrt(v / (1 - 0.9**t)) + 1e-8)
     assert abs(p[0] - x) < 1e-15
+
+
+# Longer than several of the optimizers' cache-sized blocks, and not a multiple of one.
+LONG = 3 * (1 << 16) + 12345
+
+
+def test_sgd_on_a_long_buffer_is_the_whole_array_rule():
+    rng = np.random.default_rng(1)
+    p = rng.standard_normal(LONG)
+    expected, v = p.copy(), np.zeros(LONG)
+    opt = SGD(p, lr=0.01, momentum=0.9)
+    for _ in range(3):
+        g = rng.standard_normal(LONG)
+        opt.step(g)
+        v = 0.9 * v + g
+        expected = expected - 0.01 * v
+    assert np.array_equal(p, expected)
+
+
+def test_adam_on_a_long_buffer_is_the_whole_array_rule():
+    rng = np.random.default_rng(2)
+    p = rng.standard_normal(LONG).astype(np.float32)
+    expected = p.copy()
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    opt = Adam(p, lr=0.001)
+    for t in range(1, 4):
+        g = rng.standard_normal(LONG).astype(np.float32)
+        opt.step(g)
+        m = 0.9 * m + (1 - 0.9) * g
+        v = 0.999 * v + (1 - 0.999) * g * g
+        expected = expected - 0.001 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    assert np.allclose(p, expected, rtol=1e-6, atol=0)

@@ -1,12 +1,28 @@
 """Optimizers that update one flat parameter buffer from one flat gradient buffer.
 
 Each stage (and the single-process reference model) keeps all its parameters in
-one array, so an update is a handful of whole-array operations. The updates are
+one array, so an update is a handful of array operations. The updates are
 elementwise, so a stage's slice of the model is updated exactly as the same
 slice of the whole model would be: the pipeline and the reference agree.
+
+On the CPU an update runs a cache-sized block at a time: each line of the rule
+then reads its arrays from the cache, not from memory, and no temporary as large
+as the model is allocated (a fresh one faults in its pages on every step). On
+8 M float32 parameters that took SGD's step from 8.4-10.2 ms to 4.5-5.3 ms and
+Adam's from 40-43 to 34-36 ms (docs/performance.md). Per block the rule is the
+same elementwise arithmetic in the same order: bit for bit the whole-array result.
 """
 
 from mpipipe.comm.backend import array_module
+
+BLOCK = 1 << 16     # elements: 256 KiB of float32, several arrays of it fit in a core's L2
+
+
+def blocks(array):
+    """Slices that cover a flat array a block at a time (on a GPU: one slice, the whole
+    array, since each slice there is a kernel launch and the device has no such cache)."""
+    step = BLOCK if array_module(array).__name__ == "numpy" else max(array.size, 1)
+    return [slice(start, start + step) for start in range(0, array.size, step)]
 
 
 class SGD:
@@ -17,12 +33,15 @@ class SGD:
         self.velocity = array_module(params).zeros_like(params) if momentum else None
 
     def step(self, grads):
-        if self.velocity is None:
-            self.params -= self.lr * grads
-            return
-        self.velocity *= self.momentum
-        self.velocity += grads
-        self.params -= self.lr * self.velocity
+        for part in blocks(self.params):
+            p, g = self.params[part], grads[part]
+            if self.velocity is None:
+                p -= self.lr * g
+                continue
+            v = self.velocity[part]
+            v *= self.momentum
+            v += g
+            p -= self.lr * v
 
     def state(self):
         """Flat arrays (like the parameters) and scalars; see mpipipe/checkpoint/."""
@@ -45,13 +64,15 @@ class Adam:
         xp = array_module(self.params)
         b1, b2 = self.betas
         self.t += 1
-        self.m *= b1
-        self.m += (1 - b1) * grads
-        self.v *= b2
-        self.v += (1 - b2) * grads * grads
-        m_hat = self.m / (1 - b1**self.t)
-        v_hat = self.v / (1 - b2**self.t)
-        self.params -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+        for part in blocks(self.params):
+            p, g, m, v = self.params[part], grads[part], self.m[part], self.v[part]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            m_hat = m / (1 - b1**self.t)
+            v_hat = v / (1 - b2**self.t)
+            p -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
 
     def state(self):
         return {"m": self.m, "v": self.v, "t": self.t}
