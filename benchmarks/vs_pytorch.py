@@ -24,7 +24,9 @@ the per-run medians, and ratio = mpipipe / PyTorch (below 1: mpipipe is faster).
 "of bound" compares each framework's pipeline with a one-process run of the same
 framework and m (mpipipe: `mpiexec -n 1 ... --pp 1`; PyTorch: a plain
 nn.Sequential on one thread, gradients accumulated over the m micro-batches):
-speedup / (P m / (m + P - 1)). Targets at P=2, m=8: 1f1b at >= 95% of its bound,
+speedup / (P m / (m + P - 1)). The same shares and ratio are also printed paired by
+round (each round's own runs, then the median), which the machine's drift over an
+invocation moves less. Targets at P=2, m=8: 1f1b at >= 95% of its bound,
 gpipe at >= 90%, and ratio <= 0.9 for both.
 
 After the table, benchmarks/layer_profile.py (run as its own process, one thread)
@@ -286,6 +288,14 @@ def main():
             row[f"{fw}_runs_s"] = [r["step_time_s"] for r in results[(fw, key)]]
             row[f"{fw}_foreign_cpu"] = [r.get("foreign_cpu") for r in results[(fw, key)]]
             row[f"{fw}_step_times_s"] = [r["step_times_s"] for r in results[(fw, key)]]
+            # the same share from each round's own pair of runs: minutes apart, not a
+            # whole invocation, so less moved by the machine's drift
+            row[f"{fw}_fraction_of_bound_by_round"] = statistics.median(
+                one["step_time_s"] / run_["step_time_s"] / bound[m]
+                for one, run_ in zip(results[(fw, ("single", m))], results[(fw, key)]))
+        row["ratio_by_round"] = statistics.median(
+            ours["step_time_s"] / theirs["step_time_s"]
+            for ours, theirs in zip(results[("mpipipe", key)], results[("pytorch", key)]))
         rows.append(row)
         for fw in ("pytorch", "mpipipe"):
             first, last = row[f"{fw}_loss_first"], row[f"{fw}_loss_last"]
@@ -306,6 +316,13 @@ def main():
               f"| {r['pytorch_fraction_of_bound']:.0%} | {r['mpipipe_fraction_of_bound']:.0%} "
               f"| {r['pytorch_loss_first']:.5f} -> {r['pytorch_loss_last']:.5f} "
               f"| {r['mpipipe_loss_first']:.5f} -> {r['mpipipe_loss_last']:.5f} |")
+    print("\npaired by round (each round's one-process and pipeline runs, then the median "
+          "over rounds):")
+    for r in rows:
+        print(f"  {r['schedule']} m={r['microbatches']}: of bound mpipipe "
+              f"{r['mpipipe_fraction_of_bound_by_round']:.0%}, PyTorch "
+              f"{r['pytorch_fraction_of_bound_by_round']:.0%}; mpipipe/PyTorch "
+              f"{r['ratio_by_round']:.2f}")
     print()
     for r in rows:
         if P == 2 and r["microbatches"] == 8 and r["schedule"] in TARGETS:
