@@ -8,7 +8,7 @@ slice of the whole model would be: the pipeline and the reference agree.
 On the CPU an update runs a cache-sized block at a time: each line of the rule
 then reads its arrays from the cache, not from memory, and no temporary as large
 as the model is allocated (a fresh one faults in its pages on every step). On
-8 M float32 parameters that took SGD's step from 8.4-10.2 ms to 4.5-5.3 ms and
+8 M float32 parameters that took SGD's step from 8.0-10.2 ms to 4.3-5.3 ms and
 Adam's from 40-43 to 34-36 ms (docs/performance.md). Per block the rule is the
 same elementwise arithmetic in the same order: bit for bit the whole-array result.
 """
