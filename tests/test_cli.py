@@ -25,6 +25,20 @@ def test_simulate_prints_the_textbook_figures(capsys):
     assert max(len(line) for line in out.splitlines()) <= 80
 
 
+def test_simulate_and_export_take_pp_as_train_does(capsys, tmp_path):
+    """--pp is train's name for P; simulate and export take it too (their own: --stages)."""
+    assert main(["simulate", "--schedule", "gpipe", "--pp", "3", "--microbatches", "5",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary["peak_stash"]) == 3
+    assert summary["makespan"] == (5 + 3 - 1) * 3      # (m + P - 1)(F + B), F = 1, B = 2
+    path = tmp_path / "s.csv"
+    assert main(["export", "--schedule", "1f1b", "--pp", "3", "--microbatches", "4",
+                 str(path)]) == 0
+    rows = path.read_text().split()
+    assert [row.split(",")[0] for row in rows] == ["0F0", "1F0", "2F0"]   # a row per rank
+
+
 def test_simulate_json_and_costs(capsys):
     assert main(["simulate", "--schedule", "gpipe", "--stages", "2", "--microbatches", "3",
                  "--costs", "F=1,BW=3", "--json"]) == 0

@@ -60,7 +60,7 @@ def build_parser():
     sim.add_argument("--memory-budget", type=positive_int, metavar="N", help="instead of "
                      "--schedule: the shortest (under --costs) of zb-h2, zbv, zb-h1, v-half, "
                      "v-min whose stash fits N micro-batches' activations per rank")
-    sim.add_argument("--stages", type=positive_int, help="pipeline ranks P (default 4)")
+    sim.add_argument("--stages", "--pp", type=positive_int, help="pipeline ranks P (default 4)")
     sim.add_argument("--microbatches", type=positive_int, help="micro-batches m (default "
                      f"{default_microbatches('1f1b')}; {default_microbatches('naive')} for naive)")
     sim.add_argument("--chunks", "--virtual-stages", dest="chunks", type=positive_int,
@@ -94,7 +94,7 @@ def build_parser():
         "global stage numbers (2F0, 3I1, 0B4, 1SEND_F2, (0F7;7B3)OVERLAP_F_B). Compute only, "
         "or with --comms the lowered lists with their messages.")
     exp.add_argument("--schedule", default="1f1b", choices=SCHEDULES, help="(default 1f1b)")
-    exp.add_argument("--stages", type=positive_int, default=4, help="pipeline ranks P (default 4)")
+    exp.add_argument("--stages", "--pp", type=positive_int, default=4, help="ranks P (default 4)")
     exp.add_argument("--microbatches", type=positive_int, help="micro-batches m (default "
                      f"{default_microbatches('1f1b')}; {default_microbatches('naive')} for naive)")
     exp.add_argument("--chunks", "--virtual-stages", dest="chunks", type=positive_int,
