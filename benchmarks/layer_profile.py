@@ -8,7 +8,8 @@ gives the time of one call (median of --rounds, the two frameworks alternating
 call by call) and its cost per training step (calls per step x time per call):
 
   linear forward       mpipipe Linear.forward       PyTorch addmm(b, x, W^T)
-  linear input grad    Linear.backward_input        mm(dy, W)
+  linear input grad    Linear.backward_input        mm(dy, W)   (not for the first layer:
+                                                                the data needs no gradient)
   linear weight grad   Linear.backward_weight       mm(dy^T, x) accumulated into W.grad
   gelu forward         GELU.forward                 gelu(x, approximate="tanh")
   gelu backward        GELU.backward_input          gelu_backward(dy, x)
@@ -77,7 +78,7 @@ def mpipipe_ops(m):
     n = m * LAYERS
     return {
         "linear forward": (n, lambda: linear.forward(x)),
-        "linear input grad": (n, lambda: linear.backward_input(dy, linear_cache)),
+        "linear input grad": (n - m, lambda: linear.backward_input(dy, linear_cache)),
         "linear weight grad": (n, lambda: linear.backward_weight(dy, linear_cache)),
         "gelu forward": (n, lambda: gelu.forward(y)),
         "gelu backward": (n, lambda: gelu.backward_input(dy, gelu_cache)),
@@ -127,7 +128,7 @@ def torch_ops(m):
     n = m * LAYERS
     return {
         "linear forward": (n, lambda: torch.addmm(bias, x, weight.t())),
-        "linear input grad": (n, lambda: torch.mm(dy, weight)),
+        "linear input grad": (n - m, lambda: torch.mm(dy, weight)),
         "linear weight grad": (n, weight_grad),
         "gelu forward": (n, lambda: F.gelu(y, approximate="tanh")),
         "gelu backward": (n, lambda: torch.ops.aten.gelu_backward(dy, y, approximate="tanh")),
@@ -162,7 +163,9 @@ def main():
     try:
         import torch
     except ImportError:
-        print("layer_profile: skipped (PyTorch not installed; see benchmarks/vs_pytorch.py)")
+        print("install the CPU build of PyTorch (no CUDA wheels):\n"
+              "  pip install torch --index-url https://download.pytorch.org/whl/cpu")
+        print("layer_profile: skipped (PyTorch not installed)")
         return
     m = args.microbatches
     rows = profile(m, args.rounds)

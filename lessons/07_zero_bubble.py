@@ -155,15 +155,17 @@ def split_ratio(zb, base):
 
 
 def why_faster_or_not(zb, base):
-    """The step times compared, with the two things that move them: the idle ZB-H1 fills
-    (the replays: this run's own action times, free messages) and the split's cost."""
+    """The step times compared ("level": within 2%), with the two things that move them:
+    the idle ZB-H1 fills (the replays: this run's own action times, free messages) and the
+    split's cost."""
     extra = M * (zb.action_ms("B") + zb.action_ms("W") - base.action_ms("BW"))
-    verdict = "faster" if zb.step_ms < base.step_ms else "slower"
-    return (f"why: zb-h1 was {verdict} here: its W's fill idle time (replayed bubble "
-            f"{zb.replay_bubble:.3f} against 1f1b's {base.replay_bubble:.3f}),\n"
+    change = zb.step_ms / base.step_ms - 1
+    verdict = "level" if abs(change) <= 0.02 else "faster" if change < 0 else "slower"
+    return (f"why: zb-h1 was {verdict} here ({change:+.1%}): its W's fill idle time (replayed "
+            f"bubble {zb.replay_bubble:.3f} against 1f1b's {base.replay_bubble:.3f}),\n"
             f"     but splitting BW into B and W costs {extra:+.1f} ms of compute per rank over "
-            f"{M} micro-batches,\n     and on shared cores the waits for messages differ from "
-            f"run to run (the measured column).")
+            f"{M} micro-batches,\n     and the waits for messages differ from run to run "
+            f"(the measured column).")
 
 
 if __name__ == "__main__":
