@@ -44,8 +44,9 @@ def main():
         f"{'compute ms':>11} {'stash':>9} {'KiB':>12}",
         *rows,
         "textbook: (P-1)/(m+P-1); replay: each step played again with its own action times",
-        "and free messages; compute: per rank and step; stash: micro-batches held at the",
-        "peak, per rank; KiB: their activations, per rank.",
+        "and free messages; compute: the ranks' mean a step (median over steps; the detail",
+        "below gives each rank's); stash: micro-batches held at the peak, per rank; KiB:",
+        "their activations, per rank.",
         "", f"m = {SHOWN} in detail:", *(shown.explain() if shown.measured else []),
         picture, "", f"m = {SHOWN}, as it ran:", shown.summary.timeline, "")
     if WORLD.Get_rank() == 0:
